@@ -1,0 +1,158 @@
+/* ledger.c — the reference handler: accounts opened, credited and debited, in minor units.
+ *
+ * Events (the Kafka key is the account id and must equal data.account):
+ *   account.opened    {account, owner}
+ *   account.deposited {account, amount}   amount: integer in 1..2^53
+ *   account.withdrawn {account, amount}
+ * Table accounts(id, owner, balance, opened_at, updated_at); times are the events' own times, never the clock.
+ * Rejected (business rules, state unchanged): a second open of an account, a deposit or withdrawal on an account never
+ * opened, a withdrawal above the balance, a deposit that would overflow the balance. Invalid (malformed data): a
+ * missing or non-string account or owner, an amount that is not an integer in 1..2^53 (never rounded), a key that
+ * differs from data.account.
+ */
+#include <cjson/cJSON.h>
+#include <sqlite3.h>
+#include <string.h>
+
+#include "esr/handler.h"
+#include "esr/json.h"
+
+ESR_HANDLER_DECLARE_ABI;
+
+static const esr_host_api *host;
+
+static int migrate(esr_ctx *ctx, int from_version) {
+  if (from_version < 1) {
+    char *msg = NULL;
+    int rc = sqlite3_exec(host->db(ctx),
+                          "CREATE TABLE accounts("
+                          "  id TEXT PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL,"
+                          "  opened_at TEXT, updated_at TEXT) WITHOUT ROWID",
+                          NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+      host->error(ctx, "creating table accounts: %s", msg ? msg : sqlite3_errstr(rc));
+      sqlite3_free(msg);
+      return ESR_FATAL;
+    }
+  }
+  return ESR_OK;
+}
+
+static int sql_failed(esr_ctx *ctx, const char *what) {
+  host->error(ctx, "%s: %s", what, sqlite3_errmsg(host->db(ctx)));
+  return ESR_FATAL;
+}
+
+static int amount_of(esr_ctx *ctx, const esr_event *ev, int64_t *amount) {
+  if (!esr_json_int53(cJSON_GetObjectItemCaseSensitive(ev->data, "amount"), 1, ESR_INT53_MAX, amount)) {
+    host->error(ctx, "amount must be an integer in 1..2^53 (minor units)");
+    return 0;
+  }
+  return 1;
+}
+
+static int opened(esr_ctx *ctx, const esr_event *ev, const char *account) {
+  const char *owner = esr_json_string(ev->data, "owner");
+  if (!owner || !*owner) {
+    host->error(ctx, "owner must be a non-empty string");
+    return ESR_INVALID;
+  }
+  sqlite3_stmt *st = host->stmt(ctx, "INSERT INTO accounts(id, owner, balance, opened_at, updated_at) "
+                                     "VALUES (?1, ?2, 0, ?3, ?3) ON CONFLICT(id) DO NOTHING");
+  if (!st) return ESR_FATAL;
+  sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, ev->time, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) != SQLITE_DONE) return sql_failed(ctx, "opening");
+  if (sqlite3_changes(host->db(ctx)) == 0) {
+    host->error(ctx, "account %s is already open", account);
+    return ESR_REJECT;
+  }
+  return ESR_OK;
+}
+
+static int deposited(esr_ctx *ctx, const esr_event *ev, const char *account) {
+  int64_t amount;
+  if (!amount_of(ctx, ev, &amount)) return ESR_INVALID;
+  sqlite3_stmt *st =
+      host->stmt(ctx, "UPDATE accounts SET balance = balance + ?2, updated_at = ?3 WHERE id = ?1 RETURNING balance");
+  if (!st) return ESR_FATAL;
+  sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, amount);
+  sqlite3_bind_text(st, 3, ev->time, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) {
+    host->error(ctx, "account %s was never opened", account);
+    return ESR_REJECT;
+  }
+  if (rc != SQLITE_ROW) return sql_failed(ctx, "depositing");
+  if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) { /* SQLite turns an int64 overflow into a REAL */
+    host->error(ctx, "deposit of %lld would overflow the balance of account %s", (long long)amount, account);
+    return ESR_REJECT;
+  }
+  return ESR_OK;
+}
+
+static int withdrawn(esr_ctx *ctx, const esr_event *ev, const char *account) {
+  int64_t amount;
+  if (!amount_of(ctx, ev, &amount)) return ESR_INVALID;
+  sqlite3_stmt *st = host->stmt(ctx, "UPDATE accounts SET balance = balance - ?2, updated_at = ?3 "
+                                     "WHERE id = ?1 AND balance >= ?2 RETURNING balance");
+  if (!st) return ESR_FATAL;
+  sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, amount);
+  sqlite3_bind_text(st, 3, ev->time, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) return ESR_OK;
+  if (rc != SQLITE_DONE) return sql_failed(ctx, "withdrawing");
+  st = host->stmt(ctx, "SELECT balance FROM accounts WHERE id = ?1");
+  if (!st) return ESR_FATAL;
+  sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) {
+    host->error(ctx, "account %s was never opened", account);
+    return ESR_REJECT;
+  }
+  if (rc != SQLITE_ROW) return sql_failed(ctx, "reading the balance");
+  host->error(ctx, "insufficient funds in account %s: balance %lld, withdrawal %lld", account,
+              (long long)sqlite3_column_int64(st, 0), (long long)amount);
+  return ESR_REJECT;
+}
+
+static int apply(esr_ctx *ctx, const esr_event *ev) {
+  const char *account = esr_json_string(ev->data, "account");
+  if (!account || !*account || strlen(account) > 200) {
+    host->error(ctx, "account must be a string of 1..200 bytes");
+    return ESR_INVALID;
+  }
+  if (ev->key && (strlen(ev->key) != ev->key_len || strcmp(ev->key, account) != 0)) {
+    host->error(ctx, "the Kafka key '%.*s' is not the account '%s': events of one account must share its partition",
+                (int)(ev->key_len > 100 ? 100 : ev->key_len), ev->key, account);
+    return ESR_INVALID;
+  }
+  if (strcmp(ev->type, "account.opened") == 0) return opened(ctx, ev, account);
+  if (strcmp(ev->type, "account.deposited") == 0) return deposited(ctx, ev, account);
+  if (strcmp(ev->type, "account.withdrawn") == 0) return withdrawn(ctx, ev, account);
+  host->error(ctx, "event type %s is not a ledger event", ev->type);
+  return ESR_FATAL; /* the registry only routes our types here: anything else is a bug */
+}
+
+static const esr_event_type TYPES[] = {
+    {"account.opened", 1, 1},
+    {"account.deposited", 1, 1},
+    {"account.withdrawn", 1, 1},
+    {NULL, 0, 0},
+};
+
+int esr_handler_init(const esr_host_api *h, esr_handler *out) {
+  if (ESR_HANDLER_ABI_MAJOR_OF(h->abi_version) != ESR_HANDLER_ABI_MAJOR) return -1;
+  host = h;
+  out->abi_version = ESR_HANDLER_ABI;
+  out->name = "ledger";
+  out->version = "1.0.0";
+  out->schema_version = 1;
+  out->types = TYPES;
+  out->migrate = migrate;
+  out->apply = apply;
+  return 0;
+}

@@ -1,0 +1,47 @@
+/* esr.c — the `esr` command: a thin front over the library, one subcommand per job. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "esr %s — event-sourcing recovery runtime: Kafka partitions applied to SQLite state, exactly once.\n"
+          "\n"
+          "usage: esr <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  run --config FILE      run a worker (see 'esr run --help' for the configuration keys)\n"
+          "  mock-cluster           host librdkafka's mock Kafka cluster in this process, for tests and demos\n"
+          "  help [COMMAND]         show help\n"
+          "  version                print the version\n"
+          "\n"
+          "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 handler plugin or ABI problem\n",
+          ESR_VERSION);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "run") == 0) return esr_cmd_run(argc - 1, argv + 1);
+  if (strcmp(cmd, "mock-cluster") == 0) return esr_cmd_mock_cluster(argc - 1, argv + 1);
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("esr %s\n", ESR_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    if (argc > 2) {
+      char *sub[] = {argv[2], "--help", NULL};
+      if (strcmp(argv[2], "run") == 0) return esr_cmd_run(2, sub);
+      if (strcmp(argv[2], "mock-cluster") == 0) return esr_cmd_mock_cluster(2, sub);
+    }
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "esr: unknown command '%s'\n", cmd);
+  usage(stderr);
+  return 2;
+}

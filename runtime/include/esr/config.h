@@ -1,0 +1,67 @@
+/* esr/config.h — the worker's configuration: `key = value` lines, overridden by ESR_* environment variables.
+ *
+ * Every esr key is declared once in a table (name, kind, default, help) that drives parsing, validation, environment
+ * overrides (`state.dir` <-> ESR_STATE_DIR) and `esr run --help`. Keys starting with `kafka.` are kept verbatim (without
+ * the prefix) for librdkafka, which validates them when the clients are built; ESR_KAFKA_FETCH_MAX_BYTES sets
+ * kafka.fetch.max.bytes. An unknown key, a bad value or a missing required key is an ESR_E_CONFIG error whose message is
+ * one line naming the key and how to fix it. The config owns all its strings; esr_config_free releases them.
+ */
+#ifndef ESR_CONFIG_H
+#define ESR_CONFIG_H
+
+#include <stdio.h>
+
+#include "esr/error.h"
+#include "esr/log.h"
+
+typedef enum esr_assignment { ESR_ASSIGN_GROUP = 0, ESR_ASSIGN_STATIC } esr_assignment;
+
+typedef struct esr_kv {
+  char *key;
+  char *value;
+} esr_kv;
+
+typedef struct esr_config {
+  char **topics;
+  size_t n_topics;
+  char *state_dir;
+  char **handlers;
+  size_t n_handlers;
+  char *dlq_topic;
+  int batch_max_events;
+  int batch_max_ms;
+  esr_assignment assignment;
+  int *partitions; /* static assignment: explicit partitions (sorted, unique), or NULL */
+  size_t n_partitions;
+  int instance_index; /* static assignment by ordinal: partitions p with p % instance_count == instance_index */
+  int instance_count; /* 0 when not set */
+  int log_level;
+  esr_log_format log_format;
+  int sqlite_cache_mb;
+  esr_kv *kafka; /* librdkafka properties, key without "kafka." */
+  size_t n_kafka;
+} esr_config;
+
+/* A config holding the defaults. NULL only when out of memory. */
+esr_config *esr_config_new(void);
+void esr_config_free(esr_config *cfg);
+
+/* Sets one key from text, validating it. `origin` (e.g. "worker.conf:12" or "ESR_TOPICS") goes into messages. */
+esr_code esr_config_set(esr_config *cfg, const char *key, const char *value, const char *origin, esr_error *err);
+/* Reads `key = value` lines; `#` starts a comment; blank lines are skipped. */
+esr_code esr_config_load_file(esr_config *cfg, const char *path, esr_error *err);
+/* Applies ESR_* variables from `envp` (a NULL-terminated "NAME=value" array, e.g. environ). */
+esr_code esr_config_apply_env(esr_config *cfg, char *const *envp, esr_error *err);
+/* Checks required keys and keys that depend on each other. */
+esr_code esr_config_validate(const esr_config *cfg, esr_error *err);
+/* File, then environment, then validation: the whole start-up sequence. */
+esr_code esr_config_load(const char *path, char *const *envp, esr_config **out, esr_error *err);
+
+/* The librdkafka value for `key` (without "kafka."), or NULL. */
+const char *esr_config_kafka_get(const esr_config *cfg, const char *key);
+/* Whether partition `p` belongs to this worker under static assignment. */
+int esr_config_static_owns(const esr_config *cfg, int p);
+/* Writes the table of keys (name, default, help) for --help. */
+void esr_config_print_keys(FILE *out);
+
+#endif

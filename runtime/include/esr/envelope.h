@@ -1,0 +1,38 @@
+/* esr/envelope.h — parsing a Kafka message value into an event envelope.
+ *
+ * The value must be one JSON object (whitespace around it allowed, nothing else):
+ *   {"type":"account.deposited","version":1,"id":"...","time":"2026-11-25T10:00:00Z","data":{...}}
+ * `type` (non-empty string, at most 255 bytes) and `data` (object) are required; `version` is an integer in
+ * 1..2147483647 and defaults to 1; `id` and `time`, when present, are strings. A value that is not JSON is
+ * ESR_ENVELOPE_BAD_JSON, one that is JSON but not such an envelope ESR_ENVELOPE_BAD_ENVELOPE; both come with a message
+ * naming the field. The envelope owns its cJSON tree; esr_envelope_clear frees it (and is safe on a zeroed envelope).
+ */
+#ifndef ESR_ENVELOPE_H
+#define ESR_ENVELOPE_H
+
+#include <stddef.h>
+
+typedef struct cJSON cJSON;
+
+typedef enum esr_envelope_result {
+  ESR_ENVELOPE_OK = 0,
+  ESR_ENVELOPE_BAD_JSON,
+  ESR_ENVELOPE_BAD_ENVELOPE,
+} esr_envelope_result;
+
+typedef struct esr_envelope {
+  cJSON *root; /* owned */
+  const char *type;
+  int version;
+  const char *id;
+  const char *time;
+  cJSON *data; /* inside root */
+} esr_envelope;
+
+/* Parses `len` bytes (not NUL-terminated). On failure `out` is cleared and `msg` holds the reason. */
+esr_envelope_result esr_envelope_parse(const void *value, size_t len, esr_envelope *out, char *msg, size_t msg_cap);
+/* Re-reads type/version/id/time/data from `root` after it was modified (e.g. by an upcast). */
+esr_envelope_result esr_envelope_refresh(esr_envelope *env, char *msg, size_t msg_cap);
+void esr_envelope_clear(esr_envelope *env);
+
+#endif

@@ -1,0 +1,77 @@
+/* esr/partition.h — applying one partition's events to its store, in batches, exactly once.
+ *
+ * A partition owns its store and a working position (next offset, log digest, counters) that runs ahead of the
+ * committed one while a batch is open. esr_partition_apply consumes one message: a message below the working next
+ * offset is a redelivery and is skipped; any other is either applied by the handler that claims its type (in a
+ * savepoint of its own) or written to the outbox as a dead letter with a reason (bad-json, bad-envelope, unknown-type,
+ * unknown-version, rejected, invalid) — in both cases inside the batch transaction, so it counts as consumed exactly
+ * when the batch commits. esr_partition_commit writes the position in the same transaction. The caller (the worker)
+ * decides batch boundaries and owns the Kafka side: it must rewind the consumer to esr_partition_next_offset after an
+ * apply or commit that failed with a store error (the batch was rolled back). A handler that returns ESR_FATAL stops
+ * the partition before that event: esr_partition_stopped then says why, and the events before it can still be
+ * committed. A partition is used by one thread at a time.
+ */
+#ifndef ESR_PARTITION_H
+#define ESR_PARTITION_H
+
+#include <stdint.h>
+
+#include "esr/publisher.h"
+#include "esr/registry.h"
+#include "esr/store.h"
+
+typedef struct esr_partition esr_partition;
+
+typedef struct esr_message {
+  int64_t offset;
+  const void *key; /* NULL: the message has no key */
+  size_t key_len;
+  const void *value;
+  size_t value_len;
+} esr_message;
+
+/* What every partition of a worker shares; borrowed, must outlive the partitions. */
+typedef struct esr_partition_env {
+  const esr_registry *registry;
+  esr_publisher *publisher; /* NULL: outbox rows are kept but not published (tests, replay) */
+  const char *state_dir;
+  const char *dlq_topic;
+  esr_store_opts store;
+} esr_partition_env;
+
+/* Opens the partition's store and brings every handler's tables up to date. `sink` identifies the partition in
+ * delivery reports (see esr_partition_delivered). */
+esr_code esr_partition_open(const esr_partition_env *env, const char *topic, int32_t partition, uint64_t sink,
+                            esr_partition **out, esr_error *err);
+/* Rolls back an open batch (commit first to keep it) and closes the store. NULL is a no-op. */
+void esr_partition_close(esr_partition *p);
+
+const char *esr_partition_topic(const esr_partition *p);
+int32_t esr_partition_id(const esr_partition *p);
+esr_store *esr_partition_store(esr_partition *p);
+/* The next offset to consume, counting the open batch. */
+int64_t esr_partition_next_offset(const esr_partition *p);
+/* The position as last committed. */
+const esr_position *esr_partition_committed(const esr_partition *p);
+/* Events in the open batch (0: none open), and when it was opened (esr_now_ms). */
+int esr_partition_batch_events(const esr_partition *p);
+int64_t esr_partition_batch_started(const esr_partition *p);
+/* NULL while running; the reason once a handler stopped the partition. */
+const char *esr_partition_stopped(const esr_partition *p);
+
+esr_code esr_partition_apply(esr_partition *p, const esr_message *m, esr_error *err);
+/* Commits the open batch (no-op when none). esr_partition_publish then sends the outbox rows it added. */
+esr_code esr_partition_commit(esr_partition *p, esr_error *err);
+/* Rolls back the open batch; the working position returns to the committed one. */
+void esr_partition_rollback(esr_partition *p);
+
+/* Sends outbox rows not yet sent (after a restart: every row left in the outbox). */
+esr_code esr_partition_publish(esr_partition *p, esr_error *err);
+/* A delivery report for a row of this partition. */
+void esr_partition_delivered(esr_partition *p, int64_t seq, int ok);
+/* Housekeeping while idle: deletes acknowledged rows, resends failed ones. */
+esr_code esr_partition_tick(esr_partition *p, esr_error *err);
+/* Rows sent and not yet reported. */
+int esr_partition_in_flight(const esr_partition *p);
+
+#endif

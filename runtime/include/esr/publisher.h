@@ -1,0 +1,33 @@
+/* esr/publisher.h — publishes outbox rows with an idempotent producer and reports each delivery.
+ *
+ * Every message carries the headers esr-topic, esr-partition, esr-offset (decimal text: the source event), esr-source
+ * ("topic/partition/offset/index", the de-duplication key) and, for dead letters, esr-reason and esr-error. Key and value
+ * are the row's, byte for byte. Deliveries are reported through the callback given at creation, from inside
+ * esr_publisher_poll/flush on the calling thread, with the `sink` and `seq` passed to esr_publisher_send.
+ */
+#ifndef ESR_PUBLISHER_H
+#define ESR_PUBLISHER_H
+
+#include <stdint.h>
+
+#include "esr/config.h"
+#include "esr/outbox.h"
+
+typedef struct esr_publisher esr_publisher;
+
+/* ok: 1 delivered (acknowledged by all in-sync replicas); 0 failed, `error` says why. */
+typedef void (*esr_delivery_fn)(void *opaque, uint64_t sink, int64_t seq, int ok, const char *error);
+
+esr_publisher *esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_error *err);
+void esr_publisher_free(esr_publisher *p);
+/* Queues one row of source topic/partition. A full local queue is ESR_E_KAFKA with lib_code _QUEUE_FULL: retry later. */
+esr_code esr_publisher_send(esr_publisher *p, uint64_t sink, const char *src_topic, int32_t src_partition,
+                            const esr_outbox_row *row, esr_error *err);
+/* Whether a send failed only because the local queue is full (retry after polling). */
+int esr_publisher_queue_full(const esr_error *err);
+void esr_publisher_poll(esr_publisher *p, int timeout_ms);
+/* Waits up to timeout_ms for everything queued; returns how many are still in flight. */
+int esr_publisher_flush(esr_publisher *p, int timeout_ms);
+int esr_publisher_in_flight(esr_publisher *p);
+
+#endif

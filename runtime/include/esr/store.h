@@ -1,0 +1,77 @@
+/* esr/store.h — one partition's SQLite database: state, resume position and outbox, committed together.
+ *
+ * The store opens `<dir>/<topic>-<partition>.db` in WAL mode with synchronous=NORMAL. Its table esr_offsets holds the
+ * partition's position (next_offset, the log digest chain, counters) and is only written by esr_store_commit, in the
+ * same transaction as everything the batch changed: after any crash the state and the position roll back together,
+ * which is why no fsync per event is needed. A store is used by one thread at a time. Transactions nest one level:
+ * a batch (begin/commit/rollback) holds per-event savepoints (savepoint/release/rollback_to). While the `guard` is on
+ * (handler code runs), an SQLite authorizer denies transaction control, ATTACH and DETACH on the connection, so a
+ * plugin cannot break the batch's atomicity. Statements handed out by esr_store_stmt are cached for the store's life.
+ */
+#ifndef ESR_STORE_H
+#define ESR_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esr/error.h"
+
+typedef struct sqlite3 sqlite3;
+typedef struct sqlite3_stmt sqlite3_stmt;
+typedef struct esr_store esr_store;
+
+#define ESR_DIGEST_LEN 32
+
+/* Where a partition stands: the next offset to apply and the proof of which events led there. */
+typedef struct esr_position {
+  int64_t next_offset;
+  uint8_t log_digest[ESR_DIGEST_LEN]; /* hash chain over (offset, key, value) of every event consumed */
+  int64_t applied;                     /* events applied */
+  int64_t dead;                        /* events dead-lettered */
+} esr_position;
+
+typedef struct esr_store_opts {
+  int cache_mb;
+} esr_store_opts;
+
+/* Builds "<dir>/<topic>-<partition>.db" into buf. */
+void esr_store_path(char *buf, size_t cap, const char *dir, const char *topic, int32_t partition);
+
+/* Opens (creating when absent) the database of topic/partition in `dir`. A database that belongs to another
+ * topic/partition, or is not a database, is ESR_E_CORRUPT. */
+esr_code esr_store_open(const char *dir, const char *topic, int32_t partition, const esr_store_opts *opts,
+                        esr_store **out, esr_error *err);
+/* Closes; rolls back an open transaction. NULL is a no-op. */
+void esr_store_close(esr_store *s);
+
+sqlite3 *esr_store_db(esr_store *s);
+const char *esr_store_topic(const esr_store *s);
+int32_t esr_store_partition(const esr_store *s);
+/* The position as of the last commit (or as read at open). */
+const esr_position *esr_store_position(const esr_store *s);
+int esr_store_in_batch(const esr_store *s);
+
+esr_code esr_store_begin(esr_store *s, esr_error *err);
+/* Writes `pos` to esr_offsets and commits. On failure the transaction is rolled back and the committed position kept. */
+esr_code esr_store_commit(esr_store *s, const esr_position *pos, esr_error *err);
+esr_code esr_store_rollback(esr_store *s, esr_error *err);
+esr_code esr_store_savepoint(esr_store *s, esr_error *err);
+esr_code esr_store_release(esr_store *s, esr_error *err);
+esr_code esr_store_rollback_to(esr_store *s, esr_error *err);
+
+/* Turns the handler guard on or off (see the file comment). Turning it off resets statements left mid-step. */
+void esr_store_guard(esr_store *s, int on);
+
+/* A cached prepared statement, reset with bindings cleared; NULL with err set when `sql` does not compile. Borrowed. */
+sqlite3_stmt *esr_store_stmt(esr_store *s, const char *sql, esr_error *err);
+
+/* The schema version of handler `name`'s tables in this database (0 when none). */
+esr_code esr_store_handler_version(esr_store *s, const char *name, int *version, esr_error *err);
+/* Records it (inside the caller's transaction). */
+esr_code esr_store_set_handler_version(esr_store *s, const char *name, int version, const char *plugin_version,
+                                       esr_error *err);
+
+/* Fills err from the connection's last error: "<what>: <sqlite message>", code ESR_E_SQLITE, lib_code extended code. */
+esr_code esr_store_error(esr_store *s, esr_error *err, const char *what);
+
+#endif

@@ -1,0 +1,515 @@
+/* config.c — parsing and validation of the worker configuration, driven by one table of keys. */
+#include "esr/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef esr_code (*setter_fn)(esr_config *cfg, const char *key, const char *value, const char *origin,
+                              esr_error *err);
+
+typedef struct key_spec {
+  const char *name;
+  setter_fn set;
+  int required;
+  const char *def; /* shown in --help; the default itself is set by esr_config_new */
+  const char *example;
+  const char *help;
+} key_spec;
+
+static char *xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p) memcpy(p, s, n);
+  return p;
+}
+
+static esr_code bad(esr_error *err, const char *key, const char *origin, const char *value, const char *what,
+                    const char *example) {
+  return esr_error_set(err, ESR_E_CONFIG, 0, "config: %s = '%s' (%s): %s; for example: %s = %s", key, value, origin,
+                       what, key, example);
+}
+
+static void free_list(char **list, size_t n) {
+  for (size_t i = 0; i < n; i++) free(list[i]);
+  free(list);
+}
+
+/* Splits a comma list, trimming blanks; empty items are refused. */
+static esr_code parse_list(const char *value, char ***out, size_t *n_out) {
+  char **list = NULL;
+  size_t n = 0;
+  const char *p = value;
+  while (1) {
+    while (*p == ' ' || *p == '\t') p++;
+    const char *end = strchr(p, ',');
+    if (!end) end = p + strlen(p);
+    const char *e = end;
+    while (e > p && (e[-1] == ' ' || e[-1] == '\t')) e--;
+    if (e == p) goto fail;
+    char **grown = realloc(list, (n + 1) * sizeof *list);
+    if (!grown) goto fail;
+    list = grown;
+    list[n] = malloc((size_t)(e - p) + 1);
+    if (!list[n]) goto fail;
+    memcpy(list[n], p, (size_t)(e - p));
+    list[n][e - p] = '\0';
+    n++;
+    if (!*end) break;
+    p = end + 1;
+  }
+  *out = list;
+  *n_out = n;
+  return ESR_E_OK;
+fail:
+  free_list(list, n);
+  return ESR_E_CONFIG;
+}
+
+static int parse_int(const char *s, long lo, long hi, int *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) return -1;
+  *out = (int)v;
+  return 0;
+}
+
+static esr_code set_topics(esr_config *cfg, const char *key, const char *value, const char *origin, esr_error *err) {
+  char **list;
+  size_t n;
+  if (parse_list(value, &list, &n) != ESR_E_OK)
+    return bad(err, key, origin, value, "expected a comma-separated list of topic names", "ledger,orders");
+  for (size_t i = 0; i < n; i++) {
+    for (const char *c = list[i]; *c; c++) {
+      if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' && *c != '-') {
+        free_list(list, n);
+        return bad(err, key, origin, value, "topic names use only [a-zA-Z0-9._-]", "ledger");
+      }
+    }
+  }
+  free_list(cfg->topics, cfg->n_topics);
+  cfg->topics = list;
+  cfg->n_topics = n;
+  return ESR_E_OK;
+}
+
+static esr_code set_handlers(esr_config *cfg, const char *key, const char *value, const char *origin,
+                             esr_error *err) {
+  char **list;
+  size_t n;
+  if (parse_list(value, &list, &n) != ESR_E_OK)
+    return bad(err, key, origin, value, "expected a comma-separated list of plugin paths", "/usr/lib/esr/ledger.so");
+  free_list(cfg->handlers, cfg->n_handlers);
+  cfg->handlers = list;
+  cfg->n_handlers = n;
+  return ESR_E_OK;
+}
+
+static esr_code set_string(char **slot, const char *key, const char *value, const char *origin, const char *example,
+                           esr_error *err) {
+  if (!*value) return bad(err, key, origin, value, "must not be empty", example);
+  char *copy = xstrdup(value);
+  if (!copy) return esr_error_set(err, ESR_E_NOMEM, 0, "config: out of memory");
+  free(*slot);
+  *slot = copy;
+  return ESR_E_OK;
+}
+
+static esr_code set_state_dir(esr_config *cfg, const char *key, const char *value, const char *origin,
+                              esr_error *err) {
+  return set_string(&cfg->state_dir, key, value, origin, "/var/lib/esr", err);
+}
+
+static esr_code set_dlq_topic(esr_config *cfg, const char *key, const char *value, const char *origin,
+                              esr_error *err) {
+  return set_string(&cfg->dlq_topic, key, value, origin, "ledger.dlq", err);
+}
+
+static esr_code set_batch_events(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                 esr_error *err) {
+  if (parse_int(value, 1, 1000000, &cfg->batch_max_events))
+    return bad(err, key, origin, value, "expected an integer in 1..1000000", "1000");
+  return ESR_E_OK;
+}
+
+static esr_code set_batch_ms(esr_config *cfg, const char *key, const char *value, const char *origin,
+                             esr_error *err) {
+  if (parse_int(value, 1, 60000, &cfg->batch_max_ms))
+    return bad(err, key, origin, value, "expected milliseconds in 1..60000", "100");
+  return ESR_E_OK;
+}
+
+static esr_code set_cache_mb(esr_config *cfg, const char *key, const char *value, const char *origin,
+                             esr_error *err) {
+  if (parse_int(value, 1, 65536, &cfg->sqlite_cache_mb))
+    return bad(err, key, origin, value, "expected megabytes in 1..65536", "16");
+  return ESR_E_OK;
+}
+
+static esr_code set_assignment(esr_config *cfg, const char *key, const char *value, const char *origin,
+                               esr_error *err) {
+  if (strcmp(value, "group") == 0)
+    cfg->assignment = ESR_ASSIGN_GROUP;
+  else if (strcmp(value, "static") == 0)
+    cfg->assignment = ESR_ASSIGN_STATIC;
+  else
+    return bad(err, key, origin, value, "expected 'group' or 'static'", "group");
+  return ESR_E_OK;
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+static esr_code set_partitions(esr_config *cfg, const char *key, const char *value, const char *origin,
+                               esr_error *err) {
+  char **items;
+  size_t n_items;
+  int *parts = NULL;
+  size_t n = 0;
+  if (parse_list(value, &items, &n_items) != ESR_E_OK) goto bad_value;
+  for (size_t i = 0; i < n_items; i++) {
+    int lo, hi;
+    char *dash = strchr(items[i], '-');
+    if (dash) {
+      *dash = '\0';
+      if (parse_int(items[i], 0, 1000000, &lo) || parse_int(dash + 1, 0, 1000000, &hi) || hi < lo) goto bad_items;
+    } else {
+      if (parse_int(items[i], 0, 1000000, &lo)) goto bad_items;
+      hi = lo;
+    }
+    if (n + (size_t)(hi - lo) + 1 > 100000) goto bad_items;
+    int *grown = realloc(parts, (n + (size_t)(hi - lo) + 1) * sizeof *parts);
+    if (!grown) goto bad_items;
+    parts = grown;
+    for (int p = lo; p <= hi; p++) parts[n++] = p;
+  }
+  free_list(items, n_items);
+  qsort(parts, n, sizeof *parts, cmp_int);
+  size_t u = 0;
+  for (size_t i = 0; i < n; i++)
+    if (u == 0 || parts[u - 1] != parts[i]) parts[u++] = parts[i];
+  free(cfg->partitions);
+  cfg->partitions = parts;
+  cfg->n_partitions = u;
+  return ESR_E_OK;
+bad_items:
+  free_list(items, n_items);
+bad_value:
+  free(parts);
+  return bad(err, key, origin, value, "expected partition numbers and ranges", "0,2,5-7");
+}
+
+static esr_code set_instance(esr_config *cfg, const char *key, const char *value, const char *origin,
+                             esr_error *err) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s", value);
+  char *slash = strchr(buf, '/');
+  int i, n;
+  if (!slash) goto fail;
+  *slash = '\0';
+  if (parse_int(buf, 0, 100000, &i) || parse_int(slash + 1, 1, 100000, &n) || i >= n) goto fail;
+  cfg->instance_index = i;
+  cfg->instance_count = n;
+  return ESR_E_OK;
+fail:
+  return bad(err, key, origin, value, "expected INDEX/COUNT with 0 <= INDEX < COUNT (pod ordinal / replicas)",
+             "2/4");
+}
+
+static esr_code set_log_level(esr_config *cfg, const char *key, const char *value, const char *origin,
+                              esr_error *err) {
+  int level = esr_log_level_parse(value);
+  if (level < 0) return bad(err, key, origin, value, "expected debug, info, warn or error", "info");
+  cfg->log_level = level;
+  return ESR_E_OK;
+}
+
+static esr_code set_log_format(esr_config *cfg, const char *key, const char *value, const char *origin,
+                               esr_error *err) {
+  if (strcmp(value, "json") == 0)
+    cfg->log_format = ESR_LOG_JSON;
+  else if (strcmp(value, "text") == 0)
+    cfg->log_format = ESR_LOG_TEXT;
+  else if (strcmp(value, "auto") == 0)
+    cfg->log_format = ESR_LOG_AUTO;
+  else
+    return bad(err, key, origin, value, "expected json, text or auto", "json");
+  return ESR_E_OK;
+}
+
+static const key_spec KEYS[] = {
+    {"topics", set_topics, 1, NULL, "ledger", "source topics, comma-separated"},
+    {"state.dir", set_state_dir, 1, NULL, "/var/lib/esr", "directory of the partition databases (<topic>-<p>.db)"},
+    {"handlers", set_handlers, 1, NULL, "/usr/lib/esr/ledger.so", "handler plugins (.so paths), comma-separated"},
+    {"dlq.topic", set_dlq_topic, 1, NULL, "ledger.dlq", "dead-letter topic for events that cannot be applied"},
+    {"batch.max.events", set_batch_events, 0, "1000", "1000", "events per partition per SQLite transaction"},
+    {"batch.max.ms", set_batch_ms, 0, "100", "100", "longest time a partition's batch stays open"},
+    {"assignment", set_assignment, 0, "group", "static",
+     "group (Kafka consumer group, needs kafka.group.id) or static (partitions/instance, no group protocol)"},
+    {"partitions", set_partitions, 0, NULL, "0,2,5-7", "static assignment: the partitions this worker owns"},
+    {"instance", set_instance, 0, NULL, "2/4",
+     "static assignment: INDEX/COUNT, owns every partition p with p % COUNT == INDEX"},
+    {"sqlite.cache.mb", set_cache_mb, 0, "8", "16", "SQLite page cache per partition database, in MiB"},
+    {"log.level", set_log_level, 0, "info", "debug", "debug, info, warn or error"},
+    {"log.format", set_log_format, 0, "auto", "json", "json, text, or auto (text on a terminal, json otherwise)"},
+};
+#define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+
+esr_config *esr_config_new(void) {
+  esr_config *cfg = calloc(1, sizeof *cfg);
+  if (!cfg) return NULL;
+  cfg->batch_max_events = 1000;
+  cfg->batch_max_ms = 100;
+  cfg->assignment = ESR_ASSIGN_GROUP;
+  cfg->log_level = ESR_LOG_INFO;
+  cfg->log_format = ESR_LOG_AUTO;
+  cfg->sqlite_cache_mb = 8;
+  return cfg;
+}
+
+void esr_config_free(esr_config *cfg) {
+  if (!cfg) return;
+  free_list(cfg->topics, cfg->n_topics);
+  free_list(cfg->handlers, cfg->n_handlers);
+  free(cfg->state_dir);
+  free(cfg->dlq_topic);
+  free(cfg->partitions);
+  for (size_t i = 0; i < cfg->n_kafka; i++) {
+    free(cfg->kafka[i].key);
+    free(cfg->kafka[i].value);
+  }
+  free(cfg->kafka);
+  free(cfg);
+}
+
+static const key_spec *find_key(const char *key) {
+  for (size_t i = 0; i < N_KEYS; i++)
+    if (strcmp(KEYS[i].name, key) == 0) return &KEYS[i];
+  return NULL;
+}
+
+/* Levenshtein distance, for "did you mean". */
+static size_t distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 64 || lb > 64) return 99;
+  size_t row[65];
+  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t prev = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t cur = row[j];
+      size_t best = prev + (a[i - 1] != b[j - 1]);
+      if (row[j] + 1 < best) best = row[j] + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      prev = cur;
+    }
+  }
+  return row[lb];
+}
+
+static esr_code set_kafka(esr_config *cfg, const char *name, const char *value, esr_error *err) {
+  for (size_t i = 0; i < cfg->n_kafka; i++) {
+    if (strcmp(cfg->kafka[i].key, name) == 0) {
+      char *v = xstrdup(value);
+      if (!v) return esr_error_set(err, ESR_E_NOMEM, 0, "config: out of memory");
+      free(cfg->kafka[i].value);
+      cfg->kafka[i].value = v;
+      return ESR_E_OK;
+    }
+  }
+  esr_kv *grown = realloc(cfg->kafka, (cfg->n_kafka + 1) * sizeof *grown);
+  if (!grown) return esr_error_set(err, ESR_E_NOMEM, 0, "config: out of memory");
+  cfg->kafka = grown;
+  char *k = xstrdup(name), *v = xstrdup(value);
+  if (!k || !v) {
+    free(k);
+    free(v);
+    return esr_error_set(err, ESR_E_NOMEM, 0, "config: out of memory");
+  }
+  cfg->kafka[cfg->n_kafka].key = k;
+  cfg->kafka[cfg->n_kafka].value = v;
+  cfg->n_kafka++;
+  return ESR_E_OK;
+}
+
+esr_code esr_config_set(esr_config *cfg, const char *key, const char *value, const char *origin, esr_error *err) {
+  if (strncmp(key, "kafka.", 6) == 0) {
+    if (!key[6]) return esr_error_set(err, ESR_E_CONFIG, 0, "config: 'kafka.' needs a librdkafka property (%s)", origin);
+    return set_kafka(cfg, key + 6, value, err);
+  }
+  const key_spec *spec = find_key(key);
+  if (spec) return spec->set(cfg, key, value, origin, err);
+  const char *best = NULL;
+  size_t best_d = 4;
+  for (size_t i = 0; i < N_KEYS; i++) {
+    size_t d = distance(key, KEYS[i].name);
+    if (d < best_d) {
+      best_d = d;
+      best = KEYS[i].name;
+    }
+  }
+  if (best)
+    return esr_error_set(err, ESR_E_CONFIG, 0, "config: unknown key '%s' (%s): did you mean '%s'?", key, origin, best);
+  return esr_error_set(err, ESR_E_CONFIG, 0,
+                       "config: unknown key '%s' (%s): see 'esr run --help' for the keys; librdkafka properties "
+                       "take the prefix 'kafka.'",
+                       key, origin);
+}
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  char *e = s + strlen(s);
+  while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n')) e--;
+  *e = '\0';
+  return s;
+}
+
+esr_code esr_config_load_file(esr_config *cfg, const char *path, esr_error *err) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return esr_error_set(err, ESR_E_CONFIG, errno, "config: cannot open %s: %s; pass an existing file to --config",
+                         path, strerror(errno));
+  char line[8192];
+  int lineno = 0;
+  esr_code rc = ESR_E_OK;
+  while (fgets(line, sizeof line, f)) {
+    lineno++;
+    char origin[300];
+    snprintf(origin, sizeof origin, "%s:%d", path, lineno);
+    if (!strchr(line, '\n') && !feof(f)) {
+      rc = esr_error_set(err, ESR_E_CONFIG, 0, "config: line too long (%s): keep lines under 8 KiB", origin);
+      break;
+    }
+    char *hash = strchr(line, '#');
+    if (hash) *hash = '\0';
+    char *s = trim(line);
+    if (!*s) continue;
+    char *eq = strchr(s, '=');
+    if (!eq) {
+      rc = esr_error_set(err, ESR_E_CONFIG, 0, "config: '%s' (%s) is not 'key = value'", s, origin);
+      break;
+    }
+    *eq = '\0';
+    char *key = trim(s), *value = trim(eq + 1);
+    if (!*key) {
+      rc = esr_error_set(err, ESR_E_CONFIG, 0, "config: missing key before '=' (%s)", origin);
+      break;
+    }
+    rc = esr_config_set(cfg, key, value, origin, err);
+    if (rc != ESR_E_OK) break;
+  }
+  fclose(f);
+  return rc;
+}
+
+/* ESR_STATE_DIR -> state.dir, ESR_KAFKA_GROUP_ID -> kafka.group.id (esr and librdkafka keys use no '_'). */
+static void env_to_key(const char *name, size_t len, char *out, size_t cap) {
+  size_t j = 0;
+  for (size_t i = 4; i < len && j + 1 < cap; i++) out[j++] = name[i] == '_' ? '.' : (char)tolower((unsigned char)name[i]);
+  out[j] = '\0';
+}
+
+esr_code esr_config_apply_env(esr_config *cfg, char *const *envp, esr_error *err) {
+  if (!envp) return ESR_E_OK;
+  for (char *const *e = envp; *e; e++) {
+    if (strncmp(*e, "ESR_", 4) != 0) continue;
+    const char *eq = strchr(*e, '=');
+    if (!eq) continue;
+    char key[256];
+    env_to_key(*e, (size_t)(eq - *e), key, sizeof key);
+    /* Only keys esr knows: other ESR_ variables (for tools and tests) are not configuration. */
+    if (strncmp(key, "kafka.", 6) != 0 && !find_key(key)) continue;
+    char origin[300];
+    snprintf(origin, sizeof origin, "environment %.*s", (int)(eq - *e), *e);
+    esr_code rc = esr_config_set(cfg, key, eq + 1, origin, err);
+    if (rc != ESR_E_OK) return rc;
+  }
+  return ESR_E_OK;
+}
+
+static esr_code missing(esr_error *err, const key_spec *spec) {
+  char env[128] = "ESR_";
+  size_t j = 4;
+  for (const char *c = spec->name; *c && j + 1 < sizeof env; c++) env[j++] = *c == '.' ? '_' : (char)toupper(*c);
+  env[j] = '\0';
+  return esr_error_set(err, ESR_E_CONFIG, 0, "config: %s is required (%s): add '%s = %s' to the file or set %s",
+                       spec->name, spec->help, spec->name, spec->example, env);
+}
+
+esr_code esr_config_validate(const esr_config *cfg, esr_error *err) {
+  if (!cfg->topics) return missing(err, find_key("topics"));
+  if (!cfg->state_dir) return missing(err, find_key("state.dir"));
+  if (!cfg->handlers) return missing(err, find_key("handlers"));
+  if (!cfg->dlq_topic) return missing(err, find_key("dlq.topic"));
+  if (!esr_config_kafka_get(cfg, "bootstrap.servers"))
+    return esr_error_set(err, ESR_E_CONFIG, 0,
+                         "config: kafka.bootstrap.servers is required: add 'kafka.bootstrap.servers = host:9092' or "
+                         "set ESR_KAFKA_BOOTSTRAP_SERVERS");
+  for (size_t i = 0; i < cfg->n_topics; i++)
+    if (strcmp(cfg->topics[i], cfg->dlq_topic) == 0)
+      return esr_error_set(err, ESR_E_CONFIG, 0,
+                           "config: dlq.topic = '%s' is also a source topic: dead letters would be consumed again; "
+                           "choose another, e.g. dlq.topic = %s.dlq",
+                           cfg->dlq_topic, cfg->dlq_topic);
+  if (cfg->assignment == ESR_ASSIGN_GROUP) {
+    if (!esr_config_kafka_get(cfg, "group.id"))
+      return esr_error_set(err, ESR_E_CONFIG, 0,
+                           "config: kafka.group.id is required with assignment = group: add 'kafka.group.id = "
+                           "esr-ledger', or use assignment = static with partitions or instance");
+    if (cfg->partitions || cfg->instance_count)
+      return esr_error_set(err, ESR_E_CONFIG, 0,
+                           "config: %s is only for assignment = static: remove it, or set assignment = static",
+                           cfg->partitions ? "partitions" : "instance");
+  } else {
+    if (!cfg->partitions && !cfg->instance_count)
+      return esr_error_set(err, ESR_E_CONFIG, 0,
+                           "config: assignment = static needs partitions (e.g. partitions = 0-3) or instance "
+                           "(e.g. instance = 0/2)");
+    if (cfg->partitions && cfg->instance_count)
+      return esr_error_set(err, ESR_E_CONFIG, 0,
+                           "config: partitions and instance both set: keep one of them for assignment = static");
+  }
+  return ESR_E_OK;
+}
+
+esr_code esr_config_load(const char *path, char *const *envp, esr_config **out, esr_error *err) {
+  *out = NULL;
+  esr_config *cfg = esr_config_new();
+  if (!cfg) return esr_error_set(err, ESR_E_NOMEM, 0, "config: out of memory");
+  esr_code rc = ESR_E_OK;
+  if (path) rc = esr_config_load_file(cfg, path, err);
+  if (rc == ESR_E_OK) rc = esr_config_apply_env(cfg, envp, err);
+  if (rc == ESR_E_OK) rc = esr_config_validate(cfg, err);
+  if (rc != ESR_E_OK) {
+    esr_config_free(cfg);
+    return rc;
+  }
+  *out = cfg;
+  return ESR_E_OK;
+}
+
+const char *esr_config_kafka_get(const esr_config *cfg, const char *key) {
+  for (size_t i = 0; i < cfg->n_kafka; i++)
+    if (strcmp(cfg->kafka[i].key, key) == 0) return cfg->kafka[i].value;
+  return NULL;
+}
+
+int esr_config_static_owns(const esr_config *cfg, int p) {
+  if (cfg->instance_count) return p % cfg->instance_count == cfg->instance_index;
+  return bsearch(&p, cfg->partitions, cfg->n_partitions, sizeof(int), cmp_int) != NULL;
+}
+
+void esr_config_print_keys(FILE *out) {
+  for (size_t i = 0; i < N_KEYS; i++) {
+    const key_spec *k = &KEYS[i];
+    fprintf(out, "  %-18s %s%s%s%s\n", k->name, k->help, k->required ? " (required)" : "", k->def ? "; default " : "",
+            k->def ? k->def : "");
+  }
+  fprintf(out, "  %-18s any librdkafka property, e.g. kafka.bootstrap.servers, kafka.group.id (required in group "
+               "mode)\n",
+          "kafka.*");
+}

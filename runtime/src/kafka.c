@@ -1,0 +1,127 @@
+/* kafka.c — librdkafka configuration: esr's defaults, the user's kafka.* keys, the keys esr keeps for itself. */
+#include "esr/kafka.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "esr/log.h"
+
+typedef struct kafka_default {
+  const char *key, *value;
+  int managed; /* 1: carries a guarantee; the user may not override it */
+} kafka_default;
+
+static const kafka_default CONSUMER_DEFAULTS[] = {
+    /* The resume position lives in SQLite; Kafka's group offsets are only for lag visibility, stored after each
+     * SQLite commit and committed in the background, coalesced. */
+    {"enable.auto.offset.store", "false", 1},
+    {"enable.auto.commit", "true", 0},
+    {"auto.commit.interval.ms", "1000", 0},
+    /* A start offset the log no longer holds is an error, never a silent jump. */
+    {"auto.offset.reset", "error", 1},
+    {"enable.partition.eof", "false", 1},
+    /* 2.0.2 pauses fetching for a fixed second when more than this is queued (KAFKA-NOTES: ~137k/s cap otherwise). */
+    {"queued.min.messages", "1000000", 0},
+    {"fetch.wait.max.ms", "100", 0},
+    {"partition.assignment.strategy", "cooperative-sticky", 0},
+    {"session.timeout.ms", "10000", 0},
+    {"isolation.level", "read_committed", 0},
+};
+
+static const kafka_default PRODUCER_DEFAULTS[] = {
+    /* What esr writes (dead letters, emits) is replicated before it counts, and retries do not duplicate it. */
+    {"enable.idempotence", "true", 1},
+    {"acks", "all", 1},
+    {"linger.ms", "5", 0},
+    {"message.timeout.ms", "30000", 0},
+};
+
+/* Consumer-only properties that would make the producer warn (and the reverse); not applied to the other client. */
+static int consumer_only(const char *key) {
+  static const char *const keys[] = {"group.id", "group.instance.id", "session.timeout.ms", "heartbeat.interval.ms",
+                                     "partition.assignment.strategy", "max.poll.interval.ms", "auto.commit.interval.ms",
+                                     "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset",
+                                     "queued.min.messages", "queued.max.messages.kbytes", "fetch.wait.max.ms",
+                                     "fetch.min.bytes", "fetch.max.bytes", "max.partition.fetch.bytes",
+                                     "fetch.message.max.bytes", "isolation.level", "enable.partition.eof",
+                                     "check.crcs", "group.protocol.type", "coordinator.query.interval.ms", NULL};
+  for (int i = 0; keys[i]; i++)
+    if (strcmp(keys[i], key) == 0) return 1;
+  return 0;
+}
+
+static int producer_only(const char *key) {
+  static const char *const keys[] = {"enable.idempotence", "acks", "request.required.acks", "linger.ms",
+                                     "queue.buffering.max.ms", "message.timeout.ms", "delivery.timeout.ms",
+                                     "batch.num.messages", "batch.size", "compression.type", "compression.codec",
+                                     "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+                                     "message.send.max.retries", "retries", "retry.backoff.ms", "transactional.id",
+                                     "enable.gapless.guarantee", "sticky.partitioning.linger.ms", "partitioner", NULL};
+  for (int i = 0; keys[i]; i++)
+    if (strcmp(keys[i], key) == 0) return 1;
+  return 0;
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+  int esr_level = level <= LOG_ERR ? ESR_LOG_ERROR : level <= LOG_WARNING ? ESR_LOG_WARN
+                                                   : level <= LOG_INFO    ? ESR_LOG_INFO
+                                                                          : ESR_LOG_DEBUG;
+  esr_log(esr_level, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+void esr_kafka_default_client_id(char *buf, size_t cap) {
+  char host[128] = "unknown";
+  gethostname(host, sizeof host - 1);
+  snprintf(buf, cap, "esr-%s", host);
+}
+
+rd_kafka_conf_t *esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, esr_error *err) {
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  char errstr[512];
+  const kafka_default *defs = role == ESR_KAFKA_CONSUMER ? CONSUMER_DEFAULTS : PRODUCER_DEFAULTS;
+  size_t n_defs = role == ESR_KAFKA_CONSUMER ? sizeof CONSUMER_DEFAULTS / sizeof *defs
+                                             : sizeof PRODUCER_DEFAULTS / sizeof *defs;
+  for (size_t i = 0; i < n_defs; i++) {
+    if (rd_kafka_conf_set(conf, defs[i].key, defs[i].value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+      esr_error_set(err, ESR_E_CONFIG, 0, "librdkafka refused esr's default %s=%s: %s", defs[i].key, defs[i].value,
+                    errstr);
+      goto fail;
+    }
+  }
+  char client_id[200];
+  esr_kafka_default_client_id(client_id, sizeof client_id);
+  rd_kafka_conf_set(conf, "client.id", client_id, errstr, sizeof errstr);
+  for (size_t i = 0; i < cfg->n_kafka; i++) {
+    const char *key = cfg->kafka[i].key, *value = cfg->kafka[i].value;
+    for (size_t d = 0; d < sizeof CONSUMER_DEFAULTS / sizeof *CONSUMER_DEFAULTS; d++)
+      if (CONSUMER_DEFAULTS[d].managed && strcmp(CONSUMER_DEFAULTS[d].key, key) == 0 &&
+          strcmp(CONSUMER_DEFAULTS[d].value, value) != 0) {
+        esr_error_set(err, ESR_E_CONFIG, 0,
+                      "config: kafka.%s is managed by esr (it must stay %s for exactly-once recovery): remove it",
+                      key, CONSUMER_DEFAULTS[d].value);
+        goto fail;
+      }
+    for (size_t d = 0; d < sizeof PRODUCER_DEFAULTS / sizeof *PRODUCER_DEFAULTS; d++)
+      if (PRODUCER_DEFAULTS[d].managed && strcmp(PRODUCER_DEFAULTS[d].key, key) == 0 &&
+          strcmp(PRODUCER_DEFAULTS[d].value, value) != 0) {
+        esr_error_set(err, ESR_E_CONFIG, 0,
+                      "config: kafka.%s is managed by esr (it must stay %s so dead letters are not lost or "
+                      "duplicated): remove it",
+                      key, PRODUCER_DEFAULTS[d].value);
+        goto fail;
+      }
+    if (role == ESR_KAFKA_PRODUCER && consumer_only(key)) continue;
+    if (role == ESR_KAFKA_CONSUMER && producer_only(key)) continue;
+    if (rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+      esr_error_set(err, ESR_E_CONFIG, 0, "config: kafka.%s = '%s': %s", key, value, errstr);
+      goto fail;
+    }
+  }
+  rd_kafka_conf_set_log_cb(conf, log_cb);
+  return conf;
+fail:
+  rd_kafka_conf_destroy(conf);
+  return NULL;
+}

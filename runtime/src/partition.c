@@ -1,0 +1,388 @@
+/* partition.c — one partition's apply loop body: envelope, routing, upcast, handler in a savepoint, dead letters, the
+ * position, commits and the outbox's life after commit. Everything that makes "exactly once" true for the state. */
+#include "esr/partition.h"
+
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "esr/clock.h"
+#include "esr/digest.h"
+#include "esr/envelope.h"
+#include "esr/host.h"
+#include "esr/log.h"
+#include "esr/outbox.h"
+
+#define MAX_IN_FLIGHT 10000
+#define PUBLISH_SCAN 1000
+
+typedef struct seq_list {
+  int64_t *v;
+  size_t n, cap;
+} seq_list;
+
+struct esr_partition {
+  const esr_partition_env *env;
+  esr_store *store;
+  esr_hasher *hasher;
+  uint64_t sink;
+  esr_position pending; /* working position: committed + the open batch */
+  int batch_events;
+  int batch_outbox; /* rows added by the open batch */
+  int64_t batch_started;
+  char *stopped;
+  char *keybuf;
+  size_t keybuf_cap;
+  /* outbox after commit */
+  int64_t sent_upto; /* rows with seq <= sent_upto were sent (or are being sent) */
+  int in_flight;
+  int send_failed;
+  int unsent; /* rows may exist beyond sent_upto */
+  seq_list delivered; /* acknowledged, to delete in the next transaction */
+  seq_list deleting;  /* deleted in the open transaction */
+};
+
+static int seq_push(seq_list *l, int64_t v) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    int64_t *g = realloc(l->v, cap * sizeof *g);
+    if (!g) return -1;
+    l->v = g;
+    l->cap = cap;
+  }
+  l->v[l->n++] = v;
+  return 0;
+}
+
+const char *esr_partition_topic(const esr_partition *p) { return esr_store_topic(p->store); }
+int32_t esr_partition_id(const esr_partition *p) { return esr_store_partition(p->store); }
+esr_store *esr_partition_store(esr_partition *p) { return p->store; }
+int64_t esr_partition_next_offset(const esr_partition *p) { return p->pending.next_offset; }
+const esr_position *esr_partition_committed(const esr_partition *p) { return esr_store_position(p->store); }
+int esr_partition_batch_events(const esr_partition *p) { return esr_store_in_batch(p->store) ? p->batch_events : 0; }
+int64_t esr_partition_batch_started(const esr_partition *p) { return p->batch_started; }
+const char *esr_partition_stopped(const esr_partition *p) { return p->stopped; }
+int esr_partition_in_flight(const esr_partition *p) { return p->in_flight; }
+
+static esr_code migrate_all(esr_partition *p, esr_error *err) {
+  const esr_registry *reg = p->env->registry;
+  for (size_t i = 0; i < reg->n; i++) {
+    const esr_plugin *pl = reg->plugins[i];
+    const esr_handler *h = &pl->handler;
+    int have;
+    esr_code rc = esr_store_handler_version(p->store, h->name, &have, err);
+    if (rc != ESR_E_OK) return rc;
+    if (have > h->schema_version)
+      return esr_error_set(err, ESR_E_PLUGIN, 0,
+                           "handler %s: this database has its tables at version %d, the plugin (%s) knows up to %d: "
+                           "refusing to downgrade; deploy a plugin of version >= %d",
+                           h->name, have, pl->path, h->schema_version, have);
+    if (have == h->schema_version) continue;
+    if ((rc = esr_store_begin(p->store, err)) != ESR_E_OK) return rc;
+    esr_ctx ctx;
+    esr_ctx_init(&ctx, p->store, pl, "migrate", -1);
+    esr_store_guard(p->store, 1);
+    int hr = h->migrate(&ctx, have);
+    esr_store_guard(p->store, 0);
+    if (hr != ESR_OK) {
+      esr_store_rollback(p->store, NULL);
+      return esr_error_set(err, ESR_E_PLUGIN, hr, "handler %s: migrate from version %d to %d failed: %s", h->name,
+                           have, h->schema_version, ctx.error[0] ? ctx.error : "(no message)");
+    }
+    rc = esr_store_set_handler_version(p->store, h->name, h->schema_version, h->version ? h->version : "", err);
+    if (rc == ESR_E_OK) rc = esr_store_commit(p->store, esr_store_position(p->store), err);
+    if (rc != ESR_E_OK) {
+      esr_store_rollback(p->store, NULL);
+      return rc;
+    }
+    esr_log(ESR_LOG_INFO, "partition", "%s[%d]: handler %s tables migrated from version %d to %d",
+            esr_store_topic(p->store), (int)esr_store_partition(p->store), h->name, have, h->schema_version);
+  }
+  return ESR_E_OK;
+}
+
+esr_code esr_partition_open(const esr_partition_env *env, const char *topic, int32_t partition, uint64_t sink,
+                            esr_partition **out, esr_error *err) {
+  *out = NULL;
+  esr_partition *p = calloc(1, sizeof *p);
+  if (!p) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  p->env = env;
+  p->sink = sink;
+  esr_code rc = esr_store_open(env->state_dir, topic, partition, &env->store, &p->store, err);
+  if (rc != ESR_E_OK) goto fail;
+  if (!(p->hasher = esr_hasher_new(err))) {
+    rc = err ? err->code : ESR_E_NOMEM;
+    goto fail;
+  }
+  if ((rc = migrate_all(p, err)) != ESR_E_OK) goto fail;
+  p->pending = *esr_store_position(p->store);
+  p->unsent = 1; /* rows a previous run committed and did not see acknowledged */
+  *out = p;
+  return ESR_E_OK;
+fail:
+  esr_error_prefix(err, "%s[%d]", topic, (int)partition);
+  esr_partition_close(p);
+  return rc;
+}
+
+void esr_partition_close(esr_partition *p) {
+  if (!p) return;
+  esr_store_close(p->store);
+  esr_hasher_free(p->hasher);
+  free(p->stopped);
+  free(p->keybuf);
+  free(p->delivered.v);
+  free(p->deleting.v);
+  free(p);
+}
+
+void esr_partition_rollback(esr_partition *p) {
+  esr_store_rollback(p->store, NULL);
+  p->pending = *esr_store_position(p->store);
+  p->batch_events = 0;
+  p->batch_outbox = 0;
+  /* The deletes of the rolled-back transaction did not happen. */
+  for (size_t i = 0; i < p->deleting.n; i++) seq_push(&p->delivered, p->deleting.v[i]);
+  p->deleting.n = 0;
+}
+
+/* Opens a transaction and deletes the rows acknowledged since the last one. */
+static esr_code begin(esr_partition *p, esr_error *err) {
+  esr_code rc = esr_store_begin(p->store, err);
+  if (rc != ESR_E_OK) return rc;
+  p->batch_started = esr_now_ms();
+  p->batch_events = 0;
+  p->batch_outbox = 0;
+  if (p->delivered.n) {
+    rc = esr_outbox_delete(p->store, p->delivered.v, p->delivered.n, err);
+    if (rc != ESR_E_OK) {
+      esr_store_rollback(p->store, NULL);
+      return rc;
+    }
+    seq_list t = p->deleting;
+    p->deleting = p->delivered;
+    p->delivered = t;
+    p->delivered.n = 0;
+  }
+  return ESR_E_OK;
+}
+
+static esr_code dead_letter(esr_partition *p, const esr_message *m, const char *reason, const char *error,
+                            esr_error *err) {
+  esr_outbox_row row = {.topic = p->env->dlq_topic,
+                        .key = m->key,
+                        .key_len = m->key_len,
+                        .value = m->value,
+                        .value_len = m->value_len,
+                        .src_offset = m->offset,
+                        .src_index = 0,
+                        .reason = reason,
+                        .error = error};
+  esr_code rc = esr_outbox_add(p->store, &row, err);
+  if (rc != ESR_E_OK) return rc;
+  p->pending.dead++;
+  p->batch_outbox++;
+  esr_log(ESR_LOG_INFO, "partition", "%s[%d]@%" PRId64 ": dead letter (%s): %s", esr_store_topic(p->store),
+          (int)esr_store_partition(p->store), m->offset, reason, error);
+  return ESR_E_OK;
+}
+
+static const char *key_copy(esr_partition *p, const esr_message *m) {
+  if (!m->key) return NULL;
+  if (m->key_len + 1 > p->keybuf_cap) {
+    size_t cap = m->key_len + 64;
+    char *g = realloc(p->keybuf, cap);
+    if (!g) return NULL;
+    p->keybuf = g;
+    p->keybuf_cap = cap;
+  }
+  memcpy(p->keybuf, m->key, m->key_len);
+  p->keybuf[m->key_len] = '\0';
+  return p->keybuf;
+}
+
+/* Runs the handler on one parsed event. Returns ESR_E_OK when the event was consumed (applied or dead-lettered),
+ * ESR_E_PLUGIN when the handler stopped the partition, another code when the batch is lost. */
+static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope *env, esr_error *err) {
+  char msg[512];
+  esr_route route;
+  esr_route_result rr = esr_registry_route(p->env->registry, env->type, env->version, &route);
+  if (rr == ESR_ROUTE_UNKNOWN_TYPE) {
+    snprintf(msg, sizeof msg, "no handler consumes event type '%s'", env->type);
+    return dead_letter(p, m, "unknown-type", msg, err);
+  }
+  if (rr == ESR_ROUTE_UNKNOWN_VERSION) {
+    snprintf(msg, sizeof msg, "%s version %d is not consumed: handler %s accepts versions %d..%d", env->type,
+             env->version, route.plugin->handler.name, route.claim->min_version, route.claim->max_version);
+    return dead_letter(p, m, "unknown-version", msg, err);
+  }
+  const esr_handler *h = &route.plugin->handler;
+  esr_ctx ctx;
+  esr_store *s = p->store;
+  if (env->version < route.claim->max_version && h->upcast) {
+    int from = env->version;
+    esr_ctx_init(&ctx, s, route.plugin, "upcast", m->offset);
+    esr_store_guard(s, 1);
+    int ur = h->upcast(&ctx, env->root, from);
+    esr_store_guard(s, 0);
+    if (ur != ESR_OK) {
+      snprintf(msg, sizeof msg, "upcast of %s from version %d: %s", env->type, from,
+               ctx.error[0] ? ctx.error : "refused");
+      return dead_letter(p, m, "invalid", msg, err);
+    }
+    char why[200];
+    if (esr_envelope_refresh(env, why, sizeof why) != ESR_ENVELOPE_OK) {
+      snprintf(msg, sizeof msg, "upcast of version %d left an invalid envelope: %s", from, why);
+      return dead_letter(p, m, "invalid", msg, err);
+    }
+  }
+
+  esr_event ev = {.struct_size = sizeof ev,
+                  .topic = esr_store_topic(s),
+                  .partition = esr_store_partition(s),
+                  .offset = m->offset,
+                  .key = key_copy(p, m),
+                  .key_len = m->key_len,
+                  .type = env->type,
+                  .version = env->version,
+                  .id = env->id,
+                  .time = env->time,
+                  .envelope = env->root,
+                  .data = env->data};
+  esr_code rc = esr_store_savepoint(s, err);
+  if (rc != ESR_E_OK) return rc;
+  esr_ctx_init(&ctx, s, route.plugin, "apply", m->offset);
+  esr_store_guard(s, 1);
+  int hr = h->apply(&ctx, &ev);
+  esr_store_guard(s, 0);
+  if (sqlite3_get_autocommit(esr_store_db(s)))
+    return esr_error_set(err, ESR_E_SQLITE, sqlite3_extended_errcode(esr_store_db(s)),
+                         "handler %s, apply %s[%d]@%" PRId64 ": the transaction was rolled back under the handler "
+                         "(%s); the batch is lost and will be retried",
+                         h->name, ev.topic, (int)ev.partition, m->offset, sqlite3_errmsg(esr_store_db(s)));
+  if (hr == ESR_OK) {
+    rc = esr_store_release(s, err);
+    if (rc == ESR_E_OK) {
+      p->pending.applied++;
+      p->batch_outbox += ctx.emits;
+    }
+    return rc;
+  }
+  if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
+  const char *why = ctx.error[0] ? ctx.error : "(the handler gave no message)";
+  if (hr == ESR_REJECT || hr == ESR_INVALID) {
+    snprintf(msg, sizeof msg, "handler %s: %s", h->name, why);
+    return dead_letter(p, m, hr == ESR_REJECT ? "rejected" : "invalid", msg, err);
+  }
+  char stop[700];
+  snprintf(stop, sizeof stop, "handler %s, apply %s[%d]@%" PRId64 " (%s): %s%s", h->name, ev.topic, (int)ev.partition,
+           m->offset, env->type, hr == ESR_FATAL ? "fatal: " : "returned an unknown status: ", why);
+  free(p->stopped);
+  p->stopped = strdup(stop);
+  return esr_error_set(err, ESR_E_PLUGIN, hr, "%s", stop);
+}
+
+esr_code esr_partition_apply(esr_partition *p, const esr_message *m, esr_error *err) {
+  if (p->stopped) return esr_error_set(err, ESR_E_STATE, 0, "partition stopped: %s", p->stopped);
+  if (m->offset < p->pending.next_offset) return ESR_E_OK; /* redelivered: already consumed */
+  esr_code rc;
+  if (!esr_store_in_batch(p->store) && (rc = begin(p, err)) != ESR_E_OK) return rc;
+
+  esr_envelope env;
+  char msg[300];
+  esr_envelope_result er = esr_envelope_parse(m->value, m->value_len, &env, msg, sizeof msg);
+  if (er == ESR_ENVELOPE_BAD_JSON)
+    rc = dead_letter(p, m, "bad-json", msg, err);
+  else if (er == ESR_ENVELOPE_BAD_ENVELOPE)
+    rc = dead_letter(p, m, "bad-envelope", msg, err);
+  else
+    rc = apply_event(p, m, &env, err);
+  esr_envelope_clear(&env);
+
+  if (rc == ESR_E_OK) {
+    esr_digest_chain(p->hasher, p->pending.log_digest, m->offset, m->key, m->key_len, m->value, m->value_len);
+    p->pending.next_offset = m->offset + 1;
+    p->batch_events++;
+    return ESR_E_OK;
+  }
+  if (rc == ESR_E_PLUGIN) return rc; /* stopped before this event; the batch so far stays open */
+  esr_partition_rollback(p);
+  return rc;
+}
+
+esr_code esr_partition_commit(esr_partition *p, esr_error *err) {
+  if (!esr_store_in_batch(p->store)) return ESR_E_OK;
+  esr_code rc = esr_store_commit(p->store, &p->pending, err);
+  if (rc != ESR_E_OK) {
+    esr_partition_rollback(p);
+    return esr_error_prefix(err, "%s[%d]: commit", esr_store_topic(p->store), (int)esr_store_partition(p->store));
+  }
+  p->deleting.n = 0;
+  p->batch_events = 0;
+  if (p->batch_outbox) p->unsent = 1;
+  p->batch_outbox = 0;
+  return ESR_E_OK;
+}
+
+typedef struct send_ctx {
+  esr_partition *p;
+  esr_error *err;
+  esr_code rc;
+} send_ctx;
+
+static int send_row(void *arg, const esr_outbox_row *row) {
+  send_ctx *sc = arg;
+  esr_partition *p = sc->p;
+  sc->rc = esr_publisher_send(p->env->publisher, p->sink, esr_store_topic(p->store), esr_store_partition(p->store),
+                              row, sc->err);
+  if (sc->rc != ESR_E_OK) return 1;
+  p->in_flight++;
+  p->sent_upto = row->seq;
+  return p->in_flight >= MAX_IN_FLIGHT;
+}
+
+esr_code esr_partition_publish(esr_partition *p, esr_error *err) {
+  if (!p->env->publisher || !p->unsent) return ESR_E_OK;
+  while (p->in_flight < MAX_IN_FLIGHT) {
+    send_ctx sc = {p, err, ESR_E_OK};
+    int64_t before = p->sent_upto, last = p->sent_upto;
+    esr_code rc = esr_outbox_scan(p->store, p->sent_upto, PUBLISH_SCAN, send_row, &sc, &last, err);
+    if (rc != ESR_E_OK) return rc;
+    if (sc.rc != ESR_E_OK) {
+      /* A full local queue is not an error: the tick sends the rest. */
+      if (esr_publisher_queue_full(err)) return ESR_E_OK;
+      return sc.rc;
+    }
+    if (p->sent_upto == before) {
+      p->unsent = 0; /* everything committed so far is sent */
+      break;
+    }
+  }
+  return ESR_E_OK;
+}
+
+void esr_partition_delivered(esr_partition *p, int64_t seq, int ok) {
+  if (p->in_flight > 0) p->in_flight--;
+  if (ok) {
+    if (seq_push(&p->delivered, seq) != 0) p->send_failed = 1; /* not recorded: resend later rather than forget */
+  } else {
+    p->send_failed = 1;
+  }
+}
+
+esr_code esr_partition_tick(esr_partition *p, esr_error *err) {
+  esr_code rc;
+  if (p->delivered.n && !esr_store_in_batch(p->store)) {
+    if ((rc = begin(p, err)) != ESR_E_OK) return rc;
+    if ((rc = esr_partition_commit(p, err)) != ESR_E_OK) return rc;
+  }
+  if (p->send_failed && p->in_flight == 0 && !p->delivered.n && !esr_store_in_batch(p->store)) {
+    /* Everything left in the outbox is undelivered: send it all again. */
+    p->send_failed = 0;
+    p->sent_upto = 0;
+    p->unsent = 1;
+  }
+  return esr_partition_publish(p, err);
+}

@@ -1,0 +1,105 @@
+/* publisher.c — the outbox's producer: headers, delivery tickets, idempotent acks=all delivery. */
+#include "esr/publisher.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "esr/kafka.h"
+
+struct esr_publisher {
+  rd_kafka_t *rk;
+  esr_delivery_fn fn;
+  void *opaque;
+};
+
+typedef struct ticket {
+  uint64_t sink;
+  int64_t seq;
+} ticket;
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  esr_publisher *p = opaque;
+  ticket *t = m->_private;
+  if (!t) return;
+  p->fn(p->opaque, t->sink, t->seq, m->err == RD_KAFKA_RESP_ERR_NO_ERROR, rd_kafka_err2str(m->err));
+  free(t);
+}
+
+esr_publisher *esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_error *err) {
+  esr_publisher *p = calloc(1, sizeof *p);
+  if (!p) {
+    esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    return NULL;
+  }
+  p->fn = fn;
+  p->opaque = opaque;
+  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, err);
+  if (!conf) goto fail;
+  rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+  rd_kafka_conf_set_opaque(conf, p);
+  char errstr[512];
+  p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (!p->rk) {
+    rd_kafka_conf_destroy(conf);
+    esr_error_set(err, ESR_E_CONFIG, 0, "cannot create the dead-letter producer: %s", errstr);
+    goto fail;
+  }
+  return p;
+fail:
+  free(p);
+  return NULL;
+}
+
+void esr_publisher_free(esr_publisher *p) {
+  if (!p) return;
+  /* Undelivered messages are purged: their rows stay in the outbox and are sent again by the next owner. */
+  rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  rd_kafka_poll(p->rk, 0);
+  rd_kafka_flush(p->rk, 100);
+  rd_kafka_destroy(p->rk);
+  free(p);
+}
+
+esr_code esr_publisher_send(esr_publisher *p, uint64_t sink, const char *src_topic, int32_t src_partition,
+                            const esr_outbox_row *row, esr_error *err) {
+  ticket *t = malloc(sizeof *t);
+  if (!t) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  t->sink = sink;
+  t->seq = row->seq;
+  char part[16], off[24], source[300];
+  snprintf(part, sizeof part, "%" PRId32, src_partition);
+  snprintf(off, sizeof off, "%" PRId64, row->src_offset);
+  snprintf(source, sizeof source, "%s/%s/%s/%d", src_topic, part, off, row->src_index);
+  rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+  rd_kafka_header_add(h, "esr-topic", -1, src_topic, -1);
+  rd_kafka_header_add(h, "esr-partition", -1, part, -1);
+  rd_kafka_header_add(h, "esr-offset", -1, off, -1);
+  rd_kafka_header_add(h, "esr-source", -1, source, -1);
+  if (row->reason) rd_kafka_header_add(h, "esr-reason", -1, row->reason, -1);
+  if (row->error) rd_kafka_header_add(h, "esr-error", -1, row->error, -1);
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      p->rk, RD_KAFKA_V_TOPIC(row->topic), RD_KAFKA_V_KEY(row->key, row->key ? row->key_len : 0),
+      RD_KAFKA_V_VALUE((void *)row->value, row->value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
+  if (e) {
+    rd_kafka_headers_destroy(h);
+    free(t);
+    return esr_error_set(err, ESR_E_KAFKA, e, "producing to %s: %s", row->topic, rd_kafka_err2str(e));
+  }
+  return ESR_E_OK;
+}
+
+int esr_publisher_queue_full(const esr_error *err) {
+  return err && err->code == ESR_E_KAFKA && err->lib_code == RD_KAFKA_RESP_ERR__QUEUE_FULL;
+}
+
+void esr_publisher_poll(esr_publisher *p, int timeout_ms) { rd_kafka_poll(p->rk, timeout_ms); }
+
+int esr_publisher_flush(esr_publisher *p, int timeout_ms) {
+  rd_kafka_flush(p->rk, timeout_ms);
+  return rd_kafka_outq_len(p->rk);
+}
+
+int esr_publisher_in_flight(esr_publisher *p) { return rd_kafka_outq_len(p->rk); }

@@ -1,0 +1,336 @@
+/* store.c — the partition database: connection settings, esr_* tables, transactions, statement cache, guard. */
+#include "esr/store.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct stmt_entry {
+  uint64_t hash;
+  char *sql;
+  sqlite3_stmt *stmt;
+} stmt_entry;
+
+enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_SAVEPOINT, ST_RELEASE, ST_ROLLBACK_TO, ST_POSITION, ST_COUNT };
+
+static const char *const HOST_SQL[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT esr_event",
+    [ST_RELEASE] = "RELEASE esr_event",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO esr_event",
+    [ST_POSITION] = "INSERT INTO esr_offsets(topic, partition, next_offset, log_digest, applied_count, dead_count, "
+                    "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ','now')) "
+                    "ON CONFLICT(topic, partition) DO UPDATE SET next_offset = excluded.next_offset, "
+                    "log_digest = excluded.log_digest, applied_count = excluded.applied_count, "
+                    "dead_count = excluded.dead_count, updated_at = excluded.updated_at",
+};
+
+struct esr_store {
+  sqlite3 *db;
+  char *topic;
+  int32_t partition;
+  int in_batch;
+  int guard;
+  esr_position pos;
+  sqlite3_stmt *host[ST_COUNT]; /* prepared with the guard off, never handed to handlers */
+  stmt_entry *cache;            /* open addressing, capacity a power of two */
+  size_t cache_cap, cache_n;
+};
+
+static const char SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS esr_offsets("
+    "  topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,"
+    "  log_digest BLOB NOT NULL, applied_count INTEGER NOT NULL, dead_count INTEGER NOT NULL,"
+    "  updated_at TEXT NOT NULL, PRIMARY KEY(topic, partition));"
+    "CREATE TABLE IF NOT EXISTS esr_handlers("
+    "  name TEXT PRIMARY KEY, schema_version INTEGER NOT NULL, plugin_version TEXT);"
+    "CREATE TABLE IF NOT EXISTS esr_outbox("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB, value BLOB,"
+    "  src_offset INTEGER NOT NULL, src_index INTEGER NOT NULL, reason TEXT, error TEXT);";
+
+esr_code esr_store_error(esr_store *s, esr_error *err, const char *what) {
+  int code = s && s->db ? sqlite3_extended_errcode(s->db) : SQLITE_ERROR;
+  const char *msg = s && s->db ? sqlite3_errmsg(s->db) : "no database";
+  return esr_error_set(err, code == SQLITE_NOTADB || (code & 0xff) == SQLITE_CORRUPT ? ESR_E_CORRUPT : ESR_E_SQLITE, code,
+                       "%s: %s", what, msg);
+}
+
+void esr_store_path(char *buf, size_t cap, const char *dir, const char *topic, int32_t partition) {
+  snprintf(buf, cap, "%s/%s-%d.db", dir, topic, (int)partition);
+}
+
+/* Denies what would let a handler break the batch: transaction control and attaching other databases. */
+static int authorize(void *arg, int action, const char *a, const char *b, const char *c, const char *d) {
+  const esr_store *s = arg;
+  if (!s->guard) return SQLITE_OK;
+  switch (action) {
+  case SQLITE_TRANSACTION:
+  case SQLITE_SAVEPOINT:
+  case SQLITE_ATTACH:
+  case SQLITE_DETACH:
+    return SQLITE_DENY;
+  case SQLITE_PRAGMA: {
+    /* These would change the durability contract or the schema under the host; reading pragmas stays allowed. */
+    static const char *const denied[] = {"journal_mode", "synchronous", "locking_mode", "writable_schema",
+                                         "schema_version", "wal_checkpoint", "query_only", NULL};
+    for (int i = 0; denied[i]; i++)
+      if (a && sqlite3_stricmp(a, denied[i]) == 0) return SQLITE_DENY;
+    return SQLITE_OK;
+  }
+  default:
+    return SQLITE_OK;
+  }
+}
+
+static esr_code exec(esr_store *s, const char *sql, esr_error *err) {
+  char *msg = NULL;
+  if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    int ext = sqlite3_extended_errcode(s->db);
+    esr_code code = ext == SQLITE_NOTADB || (ext & 0xff) == SQLITE_CORRUPT ? ESR_E_CORRUPT : ESR_E_SQLITE;
+    esr_error_set(err, code, ext, "%.60s...: %s", sql, msg ? msg : "error");
+    sqlite3_free(msg);
+    return code;
+  }
+  return ESR_E_OK;
+}
+
+static esr_code read_position(esr_store *s, esr_error *err) {
+  sqlite3_stmt *st = NULL;
+  memset(&s->pos, 0, sizeof s->pos);
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT topic, partition, next_offset, log_digest, applied_count, dead_count FROM esr_offsets",
+                         -1, &st, NULL) != SQLITE_OK)
+    return esr_store_error(s, err, "reading esr_offsets");
+  esr_code rc = ESR_E_OK;
+  int step;
+  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *topic = (const char *)sqlite3_column_text(st, 0);
+    int32_t partition = sqlite3_column_int(st, 1);
+    if (!topic || strcmp(topic, s->topic) != 0 || partition != s->partition) {
+      rc = esr_error_set(err, ESR_E_CORRUPT, 0, "the database holds the position of %s-%d, not of %s-%d",
+                         topic ? topic : "?", partition, s->topic, s->partition);
+      break;
+    }
+    s->pos.next_offset = sqlite3_column_int64(st, 2);
+    if (sqlite3_column_bytes(st, 3) == ESR_DIGEST_LEN)
+      memcpy(s->pos.log_digest, sqlite3_column_blob(st, 3), ESR_DIGEST_LEN);
+    s->pos.applied = sqlite3_column_int64(st, 4);
+    s->pos.dead = sqlite3_column_int64(st, 5);
+  }
+  if (rc == ESR_E_OK && step != SQLITE_DONE && step != SQLITE_ROW) rc = esr_store_error(s, err, "reading esr_offsets");
+  sqlite3_finalize(st);
+  return rc;
+}
+
+esr_code esr_store_open(const char *dir, const char *topic, int32_t partition, const esr_store_opts *opts,
+                        esr_store **out, esr_error *err) {
+  *out = NULL;
+  char path[4096];
+  esr_store_path(path, sizeof path, dir, topic, partition);
+  esr_store *s = calloc(1, sizeof *s);
+  if (!s) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  s->partition = partition;
+  s->topic = strdup(topic);
+  esr_code rc = ESR_E_OK;
+  if (!s->topic) {
+    rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    goto fail;
+  }
+  if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+      SQLITE_OK) {
+    rc = esr_store_error(s, err, "open");
+    goto fail;
+  }
+  sqlite3_extended_result_codes(s->db, 1);
+  sqlite3_busy_timeout(s->db, 5000);
+  char pragmas[256];
+  snprintf(pragmas, sizeof pragmas,
+           "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-%d; PRAGMA temp_store=MEMORY;"
+           "PRAGMA secure_delete=OFF;",
+           (opts && opts->cache_mb > 0 ? opts->cache_mb : 8) * 1024);
+  if ((rc = exec(s, pragmas, err)) != ESR_E_OK) goto fail;
+  if ((rc = exec(s, SCHEMA, err)) != ESR_E_OK) goto fail;
+  if ((rc = read_position(s, err)) != ESR_E_OK) goto fail;
+  for (int i = 0; i < ST_COUNT; i++) {
+    if (sqlite3_prepare_v3(s->db, HOST_SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &s->host[i], NULL) != SQLITE_OK) {
+      rc = esr_store_error(s, err, "prepare");
+      goto fail;
+    }
+  }
+  sqlite3_set_authorizer(s->db, authorize, s);
+  *out = s;
+  return ESR_E_OK;
+fail:
+  esr_error_prefix(err, "%s", path);
+  esr_store_close(s);
+  return rc;
+}
+
+void esr_store_close(esr_store *s) {
+  if (!s) return;
+  if (s->in_batch) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->host[i]);
+  for (size_t i = 0; i < s->cache_cap; i++) {
+    if (s->cache && s->cache[i].sql) {
+      sqlite3_finalize(s->cache[i].stmt);
+      free(s->cache[i].sql);
+    }
+  }
+  free(s->cache);
+  sqlite3_close(s->db);
+  free(s->topic);
+  free(s);
+}
+
+sqlite3 *esr_store_db(esr_store *s) { return s->db; }
+const char *esr_store_topic(const esr_store *s) { return s->topic; }
+int32_t esr_store_partition(const esr_store *s) { return s->partition; }
+const esr_position *esr_store_position(const esr_store *s) { return &s->pos; }
+int esr_store_in_batch(const esr_store *s) { return s->in_batch; }
+void esr_store_guard(esr_store *s, int on) {
+  s->guard = on;
+  if (on) return;
+  /* Statements lent to the handler are borrowed only during its callback: one left mid-step (a RETURNING row not
+   * read to the end, say) would block RELEASE and COMMIT. */
+  for (sqlite3_stmt *st = sqlite3_next_stmt(s->db, NULL); st; st = sqlite3_next_stmt(s->db, st))
+    if (sqlite3_stmt_busy(st)) sqlite3_reset(st);
+}
+
+static esr_code run_host(esr_store *s, int which, esr_error *err) {
+  sqlite3_stmt *st = s->host[which];
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return esr_store_error(s, err, HOST_SQL[which]);
+  return ESR_E_OK;
+}
+
+esr_code esr_store_begin(esr_store *s, esr_error *err) {
+  if (s->in_batch) return esr_error_set(err, ESR_E_STATE, 0, "a batch is already open");
+  esr_code rc = run_host(s, ST_BEGIN, err);
+  if (rc == ESR_E_OK) s->in_batch = 1;
+  return rc;
+}
+
+esr_code esr_store_commit(esr_store *s, const esr_position *pos, esr_error *err) {
+  if (!s->in_batch) return esr_error_set(err, ESR_E_STATE, 0, "no batch is open");
+  sqlite3_stmt *st = s->host[ST_POSITION];
+  sqlite3_bind_text(st, 1, s->topic, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, s->partition);
+  sqlite3_bind_int64(st, 3, pos->next_offset);
+  sqlite3_bind_blob(st, 4, pos->log_digest, ESR_DIGEST_LEN, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 5, pos->applied);
+  sqlite3_bind_int64(st, 6, pos->dead);
+  esr_code rc = run_host(s, ST_POSITION, err);
+  if (rc == ESR_E_OK) rc = run_host(s, ST_COMMIT, err);
+  if (rc != ESR_E_OK) {
+    /* After a failed COMMIT SQLite may have rolled back already; ROLLBACK then reports "no transaction": harmless. */
+    if (!sqlite3_get_autocommit(s->db)) sqlite3_step(s->host[ST_ROLLBACK]), sqlite3_reset(s->host[ST_ROLLBACK]);
+    s->in_batch = 0;
+    return rc;
+  }
+  s->in_batch = 0;
+  s->pos = *pos;
+  return ESR_E_OK;
+}
+
+esr_code esr_store_rollback(esr_store *s, esr_error *err) {
+  if (!s->in_batch) return ESR_E_OK;
+  s->in_batch = 0;
+  if (sqlite3_get_autocommit(s->db)) return ESR_E_OK; /* SQLite already rolled back (e.g. after SQLITE_FULL) */
+  return run_host(s, ST_ROLLBACK, err);
+}
+
+esr_code esr_store_savepoint(esr_store *s, esr_error *err) { return run_host(s, ST_SAVEPOINT, err); }
+esr_code esr_store_release(esr_store *s, esr_error *err) { return run_host(s, ST_RELEASE, err); }
+
+esr_code esr_store_rollback_to(esr_store *s, esr_error *err) {
+  esr_code rc = run_host(s, ST_ROLLBACK_TO, err);
+  if (rc == ESR_E_OK) rc = run_host(s, ST_RELEASE, err);
+  return rc;
+}
+
+static uint64_t fnv1a(const char *s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
+static int cache_grow(esr_store *s) {
+  size_t cap = s->cache_cap ? s->cache_cap * 2 : 32;
+  stmt_entry *t = calloc(cap, sizeof *t);
+  if (!t) return -1;
+  for (size_t i = 0; i < s->cache_cap; i++) {
+    if (!s->cache[i].sql) continue;
+    size_t j = s->cache[i].hash & (cap - 1);
+    while (t[j].sql) j = (j + 1) & (cap - 1);
+    t[j] = s->cache[i];
+  }
+  free(s->cache);
+  s->cache = t;
+  s->cache_cap = cap;
+  return 0;
+}
+
+sqlite3_stmt *esr_store_stmt(esr_store *s, const char *sql, esr_error *err) {
+  uint64_t h = fnv1a(sql);
+  if (s->cache_cap) {
+    for (size_t j = h & (s->cache_cap - 1); s->cache[j].sql; j = (j + 1) & (s->cache_cap - 1)) {
+      if (s->cache[j].hash == h && strcmp(s->cache[j].sql, sql) == 0) {
+        sqlite3_stmt *st = s->cache[j].stmt;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return st;
+      }
+    }
+  }
+  if ((s->cache_n + 1) * 2 > s->cache_cap && cache_grow(s) != 0) {
+    esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    return NULL;
+  }
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+    esr_store_error(s, err, "prepare");
+    return NULL;
+  }
+  char *copy = strdup(sql);
+  if (!copy) {
+    sqlite3_finalize(st);
+    esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    return NULL;
+  }
+  size_t j = h & (s->cache_cap - 1);
+  while (s->cache[j].sql) j = (j + 1) & (s->cache_cap - 1);
+  s->cache[j] = (stmt_entry){h, copy, st};
+  s->cache_n++;
+  return st;
+}
+
+esr_code esr_store_handler_version(esr_store *s, const char *name, int *version, esr_error *err) {
+  *version = 0;
+  sqlite3_stmt *st = esr_store_stmt(s, "SELECT schema_version FROM esr_handlers WHERE name = ?1", err);
+  if (!st) return err ? err->code : ESR_E_SQLITE;
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) *version = sqlite3_column_int(st, 0);
+  sqlite3_reset(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return esr_store_error(s, err, "reading esr_handlers");
+  return ESR_E_OK;
+}
+
+esr_code esr_store_set_handler_version(esr_store *s, const char *name, int version, const char *plugin_version,
+                                       esr_error *err) {
+  sqlite3_stmt *st = esr_store_stmt(
+      s, "INSERT OR REPLACE INTO esr_handlers(name, schema_version, plugin_version) VALUES (?1, ?2, ?3)", err);
+  if (!st) return err ? err->code : ESR_E_SQLITE;
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, version);
+  sqlite3_bind_text(st, 3, plugin_version, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return esr_store_error(s, err, "writing esr_handlers");
+  return ESR_E_OK;
+}
