@@ -384,8 +384,13 @@ esr_code esr_config_load_file(esr_config *cfg, const char *path, esr_error *err)
       rc = esr_error_set(err, ESR_E_CONFIG, 0, "config: line too long (%s): keep lines under 8 KiB", origin);
       break;
     }
-    char *hash = strchr(line, '#');
-    if (hash) *hash = '\0';
+    /* '#' starts a comment at the start of a line or after a blank, so values like passwords may contain '#'. */
+    for (char *h = line; (h = strchr(h, '#')); h++) {
+      if (h == line || h[-1] == ' ' || h[-1] == '\t') {
+        *h = '\0';
+        break;
+      }
+    }
     char *s = trim(line);
     if (!*s) continue;
     char *eq = strchr(s, '=');

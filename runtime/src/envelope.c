@@ -2,6 +2,8 @@
 #include "esr/envelope.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,6 +50,89 @@ esr_envelope_result esr_envelope_refresh(esr_envelope *env, char *msg, size_t ca
   return ESR_ENVELOPE_OK;
 }
 
+/* Whether the number literal text[0..len) denotes exactly the integral double d. */
+static int literal_is(const char *text, size_t len, double d) {
+  char digits[420];
+  size_t n = 0, i = 0;
+  int exp10 = 0, frac = 0;
+  if (i < len && text[i] == '-') i++;
+  for (; i < len && text[i] != 'e' && text[i] != 'E'; i++) {
+    if (text[i] == '.') {
+      frac = 1;
+      continue;
+    }
+    if (n + 1 >= sizeof digits) return 0;
+    if (n > 0 || text[i] != '0') digits[n++] = text[i]; /* no leading zeros */
+    if (frac) exp10--;                                  /* every fraction digit scales by 1/10 */
+  }
+  if (i < len) { /* exponent */
+    long e = strtol(text + i + 1, NULL, 10);
+    if (e > 400 || e < -400) return 0;
+    exp10 += (int)e;
+  }
+  /* digits * 10^exp10 must be an integer: trailing digits dropped by a negative exponent must be zeros */
+  while (exp10 < 0 && n > 0) {
+    if (digits[n - 1] != '0') return 0;
+    n--;
+    exp10++;
+  }
+  if (n == 0) return d == 0.0;
+  while (exp10 > 0) {
+    if (n + 1 >= sizeof digits) return 0;
+    digits[n++] = '0';
+    exp10--;
+  }
+  digits[n] = '\0';
+  char exact[420];
+  snprintf(exact, sizeof exact, "%.0f", fabs(d)); /* glibc prints a double's exact decimal value */
+  return strcmp(exact, digits) == 0;
+}
+
+/* cJSON reads every number as a double, so 9007199254740993 arrives as 9007199254740992 and 1.0000000000000001 as 1:
+ * an integer reader would be deceived without a trace. Walk the number literals of the raw text in document order
+ * (cJSON keeps that order) beside the tree's number nodes, and turn every number whose double is integral but not
+ * exactly its literal into NaN, which esr_json_int53 and any careful reader refuse. */
+typedef struct num_scan {
+  const char *p, *end;
+} num_scan;
+
+static int next_literal(num_scan *sc, const char **start, size_t *len) {
+  while (sc->p < sc->end) {
+    char c = *sc->p;
+    if (c == '"') {
+      for (sc->p++; sc->p < sc->end && *sc->p != '"'; sc->p++)
+        if (*sc->p == '\\') sc->p++;
+      sc->p++;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      *start = sc->p;
+      while (sc->p < sc->end && (strchr("+-.eE", *sc->p) || (*sc->p >= '0' && *sc->p <= '9'))) sc->p++;
+      *len = (size_t)(sc->p - *start);
+      return 1;
+    } else {
+      sc->p++;
+    }
+  }
+  return 0;
+}
+
+static void mark_inexact(cJSON *node, num_scan *sc) {
+  for (; node; node = node->next) {
+    if (cJSON_IsNumber(node)) {
+      const char *lit;
+      size_t len;
+      if (!next_literal(sc, &lit, &len)) return;
+      double d = node->valuedouble;
+      /* Fast path: short integer literals (<= 15 digits) are always exact. */
+      int simple = len <= 15 && !memchr(lit, '.', len) && !memchr(lit, 'e', len) && !memchr(lit, 'E', len);
+      if (!simple && isfinite(d) && d == floor(d) && !literal_is(lit, len, d)) {
+        node->valuedouble = NAN;
+        node->valueint = 0;
+      }
+    }
+    if (node->child) mark_inexact(node->child, sc);
+  }
+}
+
 esr_envelope_result esr_envelope_parse(const void *value, size_t len, esr_envelope *env, char *msg, size_t cap) {
   memset(env, 0, sizeof *env);
   if (!value || len == 0) return fail(env, ESR_ENVELOPE_BAD_JSON, msg, cap, "empty value");
@@ -62,6 +147,8 @@ esr_envelope_result esr_envelope_parse(const void *value, size_t len, esr_envelo
       return fail(env, ESR_ENVELOPE_BAD_JSON, msg, cap, "not valid JSON: trailing data at byte %zu of %zu",
                   (size_t)(p - (const char *)value), len);
   }
+  num_scan sc = {value, (const char *)value + len};
+  mark_inexact(env->root, &sc);
   return esr_envelope_refresh(env, msg, cap);
 }
 

@@ -19,7 +19,7 @@ static sqlite3_stmt *host_stmt(esr_ctx *ctx, const char *sql) {
 
 static int host_emit(esr_ctx *ctx, const char *topic, const void *key, size_t key_len, const void *value,
                      size_t value_len) {
-  if (ctx->offset < 0) {
+  if (ctx->offset < 0 || strcmp(ctx->phase, "apply") != 0) {
     snprintf(ctx->error, sizeof ctx->error, "emit is only allowed in apply");
     return -1;
   }
@@ -31,7 +31,10 @@ static int host_emit(esr_ctx *ctx, const char *topic, const void *key, size_t ke
                         .src_offset = ctx->offset,
                         .src_index = ctx->emits + 1};
   esr_error err;
-  if (esr_outbox_add(ctx->store, &row, &err) != ESR_E_OK) {
+  esr_store_host_call(ctx->store, 1);
+  esr_code rc = esr_outbox_add(ctx->store, &row, &err);
+  esr_store_host_call(ctx->store, 0);
+  if (rc != ESR_E_OK) {
     snprintf(ctx->error, sizeof ctx->error, "emit: %s", err.msg);
     return -1;
   }

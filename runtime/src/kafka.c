@@ -64,6 +64,15 @@ static int producer_only(const char *key) {
   return 0;
 }
 
+/* A managed default of either client with this exact name, or NULL. */
+static const kafka_default *managed_key(const char *key) {
+  for (size_t d = 0; d < sizeof CONSUMER_DEFAULTS / sizeof *CONSUMER_DEFAULTS; d++)
+    if (CONSUMER_DEFAULTS[d].managed && strcmp(CONSUMER_DEFAULTS[d].key, key) == 0) return &CONSUMER_DEFAULTS[d];
+  for (size_t d = 0; d < sizeof PRODUCER_DEFAULTS / sizeof *PRODUCER_DEFAULTS; d++)
+    if (PRODUCER_DEFAULTS[d].managed && strcmp(PRODUCER_DEFAULTS[d].key, key) == 0) return &PRODUCER_DEFAULTS[d];
+  return NULL;
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
   int esr_level = level <= LOG_ERR ? ESR_LOG_ERROR : level <= LOG_WARNING ? ESR_LOG_WARN
                                                    : level <= LOG_INFO    ? ESR_LOG_INFO
@@ -95,28 +104,35 @@ rd_kafka_conf_t *esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, 
   rd_kafka_conf_set(conf, "client.id", client_id, errstr, sizeof errstr);
   for (size_t i = 0; i < cfg->n_kafka; i++) {
     const char *key = cfg->kafka[i].key, *value = cfg->kafka[i].value;
-    for (size_t d = 0; d < sizeof CONSUMER_DEFAULTS / sizeof *CONSUMER_DEFAULTS; d++)
-      if (CONSUMER_DEFAULTS[d].managed && strcmp(CONSUMER_DEFAULTS[d].key, key) == 0 &&
-          strcmp(CONSUMER_DEFAULTS[d].value, value) != 0) {
-        esr_error_set(err, ESR_E_CONFIG, 0,
-                      "config: kafka.%s is managed by esr (it must stay %s for exactly-once recovery): remove it",
-                      key, CONSUMER_DEFAULTS[d].value);
-        goto fail;
-      }
-    for (size_t d = 0; d < sizeof PRODUCER_DEFAULTS / sizeof *PRODUCER_DEFAULTS; d++)
-      if (PRODUCER_DEFAULTS[d].managed && strcmp(PRODUCER_DEFAULTS[d].key, key) == 0 &&
-          strcmp(PRODUCER_DEFAULTS[d].value, value) != 0) {
-        esr_error_set(err, ESR_E_CONFIG, 0,
-                      "config: kafka.%s is managed by esr (it must stay %s so dead letters are not lost or "
-                      "duplicated): remove it",
-                      key, PRODUCER_DEFAULTS[d].value);
-        goto fail;
-      }
+    const kafka_default *managed = managed_key(key);
+    if (managed && strcmp(managed->value, value) != 0) {
+      esr_error_set(err, ESR_E_CONFIG, 0,
+                    "config: kafka.%s is managed by esr (it must stay %s so that recovery is exact and nothing is "
+                    "skipped, lost or duplicated): remove it",
+                    key, managed->value);
+      goto fail;
+    }
     if (role == ESR_KAFKA_PRODUCER && consumer_only(key)) continue;
     if (role == ESR_KAFKA_CONSUMER && producer_only(key)) continue;
     if (rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
       esr_error_set(err, ESR_E_CONFIG, 0, "config: kafka.%s = '%s': %s", key, value, errstr);
       goto fail;
+    }
+    /* Read the managed settings back rather than compare names: librdkafka has aliases (request.required.acks). */
+    for (size_t d = 0; d < n_defs; d++) {
+      if (!defs[d].managed) continue;
+      char now[64];
+      size_t len = sizeof now;
+      if (rd_kafka_conf_get(conf, defs[d].key, now, &len) != RD_KAFKA_CONF_OK) continue;
+      int same = strcmp(now, defs[d].value) == 0 ||
+                 (strcmp(defs[d].key, "acks") == 0 && (strcmp(now, "-1") == 0 || strcmp(now, "all") == 0));
+      if (!same) {
+        esr_error_set(err, ESR_E_CONFIG, 0,
+                      "config: kafka.%s = '%s' changes %s, which esr manages (it must stay %s so that recovery is "
+                      "exact and nothing is skipped, lost or duplicated): remove kafka.%s",
+                      key, value, defs[d].key, defs[d].value, key);
+        goto fail;
+      }
     }
   }
   rd_kafka_conf_set_log_cb(conf, log_cb);

@@ -4,7 +4,7 @@
 #include <sqlite3.h>
 
 esr_code esr_outbox_add(esr_store *s, esr_outbox_row *row, esr_error *err) {
-  sqlite3_stmt *st = esr_store_stmt(s,
+  sqlite3_stmt *st = esr_store_host_stmt(s,
                                     "INSERT INTO esr_outbox(topic, key, value, src_offset, src_index, reason, error) "
                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                                     err);
@@ -28,7 +28,7 @@ esr_code esr_outbox_add(esr_store *s, esr_outbox_row *row, esr_error *err) {
 
 esr_code esr_outbox_scan(esr_store *s, int64_t after, int limit, int (*fn)(void *arg, const esr_outbox_row *row),
                          void *arg, int64_t *last, esr_error *err) {
-  sqlite3_stmt *st = esr_store_stmt(s,
+  sqlite3_stmt *st = esr_store_host_stmt(s,
                                     "SELECT seq, topic, key, value, src_offset, src_index, reason, error "
                                     "FROM esr_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                                     err);
@@ -63,7 +63,7 @@ esr_code esr_outbox_scan(esr_store *s, int64_t after, int limit, int (*fn)(void 
 }
 
 esr_code esr_outbox_delete(esr_store *s, const int64_t *seqs, size_t n, esr_error *err) {
-  sqlite3_stmt *st = esr_store_stmt(s, "DELETE FROM esr_outbox WHERE seq = ?1", err);
+  sqlite3_stmt *st = esr_store_host_stmt(s, "DELETE FROM esr_outbox WHERE seq = ?1", err);
   if (!st) return err ? err->code : ESR_E_SQLITE;
   for (size_t i = 0; i < n; i++) {
     sqlite3_bind_int64(st, 1, seqs[i]);
@@ -75,7 +75,7 @@ esr_code esr_outbox_delete(esr_store *s, const int64_t *seqs, size_t n, esr_erro
 }
 
 esr_code esr_outbox_count(esr_store *s, int64_t *count, esr_error *err) {
-  sqlite3_stmt *st = esr_store_stmt(s, "SELECT count(*) FROM esr_outbox", err);
+  sqlite3_stmt *st = esr_store_host_stmt(s, "SELECT count(*) FROM esr_outbox", err);
   if (!st) return err ? err->code : ESR_E_SQLITE;
   int rc = sqlite3_step(st);
   *count = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;

@@ -221,20 +221,29 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
   const esr_handler *h = &route.plugin->handler;
   esr_ctx ctx;
   esr_store *s = p->store;
+  /* One savepoint covers upcast and apply: whatever the event changed is undone unless it is applied. */
+  esr_code rc = esr_store_savepoint(s, err);
+  if (rc != ESR_E_OK) return rc;
   if (env->version < route.claim->max_version && h->upcast) {
     int from = env->version;
     esr_ctx_init(&ctx, s, route.plugin, "upcast", m->offset);
     esr_store_guard(s, 1);
     int ur = h->upcast(&ctx, env->root, from);
     esr_store_guard(s, 0);
-    if (ur != ESR_OK) {
+    char why[200] = "";
+    if (ur != ESR_OK)
       snprintf(msg, sizeof msg, "upcast of %s from version %d: %s", env->type, from,
                ctx.error[0] ? ctx.error : "refused");
-      return dead_letter(p, m, "invalid", msg, err);
-    }
-    char why[200];
-    if (esr_envelope_refresh(env, why, sizeof why) != ESR_ENVELOPE_OK) {
+    else if (esr_envelope_refresh(env, why, sizeof why) != ESR_ENVELOPE_OK)
       snprintf(msg, sizeof msg, "upcast of version %d left an invalid envelope: %s", from, why);
+    else if (esr_registry_route(p->env->registry, env->type, env->version, &route) != ESR_ROUTE_OK ||
+             &route.plugin->handler != h)
+      snprintf(msg, sizeof msg, "upcast from version %d gave %s version %d, which handler %s does not consume", from,
+               env->type, env->version, h->name);
+    else
+      msg[0] = '\0';
+    if (msg[0]) {
+      if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
       return dead_letter(p, m, "invalid", msg, err);
     }
   }
@@ -251,8 +260,6 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
                   .time = env->time,
                   .envelope = env->root,
                   .data = env->data};
-  esr_code rc = esr_store_savepoint(s, err);
-  if (rc != ESR_E_OK) return rc;
   esr_ctx_init(&ctx, s, route.plugin, "apply", m->offset);
   esr_store_guard(s, 1);
   int hr = h->apply(&ctx, &ev);

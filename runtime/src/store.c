@@ -13,6 +13,11 @@ typedef struct stmt_entry {
   sqlite3_stmt *stmt;
 } stmt_entry;
 
+typedef struct stmt_cache {
+  stmt_entry *v; /* open addressing, capacity a power of two */
+  size_t cap, n;
+} stmt_cache;
+
 enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_SAVEPOINT, ST_RELEASE, ST_ROLLBACK_TO, ST_POSITION, ST_COUNT };
 
 static const char *const HOST_SQL[ST_COUNT] = {
@@ -36,9 +41,10 @@ struct esr_store {
   int in_batch;
   int guard;
   esr_position pos;
+  int host_call;                /* a host service runs on behalf of the handler: the guard does not apply */
   sqlite3_stmt *host[ST_COUNT]; /* prepared with the guard off, never handed to handlers */
-  stmt_entry *cache;            /* open addressing, capacity a power of two */
-  size_t cache_cap, cache_n;
+  stmt_cache handler_stmts;     /* lent to handlers */
+  stmt_cache host_stmts;        /* the host's own (outbox, esr_handlers): never lent, so never reachable by SQL text */
 };
 
 static const char SCHEMA[] =
@@ -52,6 +58,8 @@ static const char SCHEMA[] =
     "  seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB, value BLOB,"
     "  src_offset INTEGER NOT NULL, src_index INTEGER NOT NULL, reason TEXT, error TEXT);";
 
+static void cache_free(stmt_cache *c);
+
 esr_code esr_store_error(esr_store *s, esr_error *err, const char *what) {
   int code = s && s->db ? sqlite3_extended_errcode(s->db) : SQLITE_ERROR;
   const char *msg = s && s->db ? sqlite3_errmsg(s->db) : "no database";
@@ -64,10 +72,26 @@ void esr_store_path(char *buf, size_t cap, const char *dir, const char *topic, i
 }
 
 /* Denies what would let a handler break the batch: transaction control and attaching other databases. */
+static int is_esr_table(const char *name) { return name && sqlite3_strnicmp(name, "esr_", 4) == 0; }
+
 static int authorize(void *arg, int action, const char *a, const char *b, const char *c, const char *d) {
   const esr_store *s = arg;
-  if (!s->guard) return SQLITE_OK;
+  if (!s->guard || s->host_call) return SQLITE_OK;
   switch (action) {
+  /* esr's own tables (position, outbox, handler versions) are the host's: a handler may read them, never change them. */
+  case SQLITE_INSERT:
+  case SQLITE_UPDATE:
+  case SQLITE_DELETE:
+  case SQLITE_DROP_TABLE:
+  case SQLITE_DROP_TEMP_TABLE:
+    return is_esr_table(a) ? SQLITE_DENY : SQLITE_OK;
+  case SQLITE_ALTER_TABLE:
+  case SQLITE_CREATE_INDEX:
+  case SQLITE_DROP_INDEX:
+  case SQLITE_CREATE_TRIGGER:
+  case SQLITE_CREATE_TEMP_TRIGGER:
+  case SQLITE_DROP_TRIGGER:
+    return is_esr_table(b) ? SQLITE_DENY : SQLITE_OK;
   case SQLITE_TRANSACTION:
   case SQLITE_SAVEPOINT:
   case SQLITE_ATTACH:
@@ -174,13 +198,8 @@ void esr_store_close(esr_store *s) {
   if (!s) return;
   if (s->in_batch) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
   for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->host[i]);
-  for (size_t i = 0; i < s->cache_cap; i++) {
-    if (s->cache && s->cache[i].sql) {
-      sqlite3_finalize(s->cache[i].stmt);
-      free(s->cache[i].sql);
-    }
-  }
-  free(s->cache);
+  cache_free(&s->handler_stmts);
+  cache_free(&s->host_stmts);
   sqlite3_close(s->db);
   free(s->topic);
   free(s);
@@ -253,41 +272,52 @@ esr_code esr_store_rollback_to(esr_store *s, esr_error *err) {
   return rc;
 }
 
+static void cache_free(stmt_cache *c) {
+  for (size_t i = 0; i < c->cap; i++) {
+    if (c->v[i].sql) {
+      sqlite3_finalize(c->v[i].stmt);
+      free(c->v[i].sql);
+    }
+  }
+  free(c->v);
+  memset(c, 0, sizeof *c);
+}
+
 static uint64_t fnv1a(const char *s) {
   uint64_t h = 1469598103934665603ULL;
   for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
   return h;
 }
 
-static int cache_grow(esr_store *s) {
-  size_t cap = s->cache_cap ? s->cache_cap * 2 : 32;
+static int cache_grow(stmt_cache *c) {
+  size_t cap = c->cap ? c->cap * 2 : 32;
   stmt_entry *t = calloc(cap, sizeof *t);
   if (!t) return -1;
-  for (size_t i = 0; i < s->cache_cap; i++) {
-    if (!s->cache[i].sql) continue;
-    size_t j = s->cache[i].hash & (cap - 1);
+  for (size_t i = 0; i < c->cap; i++) {
+    if (!c->v[i].sql) continue;
+    size_t j = c->v[i].hash & (cap - 1);
     while (t[j].sql) j = (j + 1) & (cap - 1);
-    t[j] = s->cache[i];
+    t[j] = c->v[i];
   }
-  free(s->cache);
-  s->cache = t;
-  s->cache_cap = cap;
+  free(c->v);
+  c->v = t;
+  c->cap = cap;
   return 0;
 }
 
-sqlite3_stmt *esr_store_stmt(esr_store *s, const char *sql, esr_error *err) {
+static sqlite3_stmt *cache_get(esr_store *s, stmt_cache *c, const char *sql, esr_error *err) {
   uint64_t h = fnv1a(sql);
-  if (s->cache_cap) {
-    for (size_t j = h & (s->cache_cap - 1); s->cache[j].sql; j = (j + 1) & (s->cache_cap - 1)) {
-      if (s->cache[j].hash == h && strcmp(s->cache[j].sql, sql) == 0) {
-        sqlite3_stmt *st = s->cache[j].stmt;
+  if (c->cap) {
+    for (size_t j = h & (c->cap - 1); c->v[j].sql; j = (j + 1) & (c->cap - 1)) {
+      if (c->v[j].hash == h && strcmp(c->v[j].sql, sql) == 0) {
+        sqlite3_stmt *st = c->v[j].stmt;
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
         return st;
       }
     }
   }
-  if ((s->cache_n + 1) * 2 > s->cache_cap && cache_grow(s) != 0) {
+  if ((c->n + 1) * 2 > c->cap && cache_grow(c) != 0) {
     esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
     return NULL;
   }
@@ -302,16 +332,30 @@ sqlite3_stmt *esr_store_stmt(esr_store *s, const char *sql, esr_error *err) {
     esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
     return NULL;
   }
-  size_t j = h & (s->cache_cap - 1);
-  while (s->cache[j].sql) j = (j + 1) & (s->cache_cap - 1);
-  s->cache[j] = (stmt_entry){h, copy, st};
-  s->cache_n++;
+  size_t j = h & (c->cap - 1);
+  while (c->v[j].sql) j = (j + 1) & (c->cap - 1);
+  c->v[j] = (stmt_entry){h, copy, st};
+  c->n++;
   return st;
 }
 
+sqlite3_stmt *esr_store_stmt(esr_store *s, const char *sql, esr_error *err) {
+  return cache_get(s, &s->handler_stmts, sql, err);
+}
+
+sqlite3_stmt *esr_store_host_stmt(esr_store *s, const char *sql, esr_error *err) {
+  int was = s->host_call;
+  s->host_call = 1; /* prepared (and authorized) as the host's */
+  sqlite3_stmt *st = cache_get(s, &s->host_stmts, sql, err);
+  s->host_call = was;
+  return st;
+}
+
+void esr_store_host_call(esr_store *s, int on) { s->host_call = on; }
+
 esr_code esr_store_handler_version(esr_store *s, const char *name, int *version, esr_error *err) {
   *version = 0;
-  sqlite3_stmt *st = esr_store_stmt(s, "SELECT schema_version FROM esr_handlers WHERE name = ?1", err);
+  sqlite3_stmt *st = esr_store_host_stmt(s, "SELECT schema_version FROM esr_handlers WHERE name = ?1", err);
   if (!st) return err ? err->code : ESR_E_SQLITE;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   int rc = sqlite3_step(st);
@@ -323,7 +367,7 @@ esr_code esr_store_handler_version(esr_store *s, const char *name, int *version,
 
 esr_code esr_store_set_handler_version(esr_store *s, const char *name, int version, const char *plugin_version,
                                        esr_error *err) {
-  sqlite3_stmt *st = esr_store_stmt(
+  sqlite3_stmt *st = esr_store_host_stmt(
       s, "INSERT OR REPLACE INTO esr_handlers(name, schema_version, plugin_version) VALUES (?1, ?2, ?3)", err);
   if (!st) return err ? err->code : ESR_E_SQLITE;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);

@@ -400,6 +400,12 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
     goto fail;
   }
   /* Kafka settings first: a bad kafka.* key is a configuration error and must be reported before anything runs. */
+  rd_kafka_conf_t *producer_conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, err);
+  if (!producer_conf) {
+    rc = err->code;
+    goto fail;
+  }
+  rd_kafka_conf_destroy(producer_conf); /* only validated here; the publisher builds its own */
   if (!(conf = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, err))) {
     rc = err->code;
     goto fail;
@@ -417,7 +423,12 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
                                .dlq_topic = cfg->dlq_topic,
                                .store = {.cache_mb = cfg->sqlite_cache_mb}};
   char errstr[512];
-  if (!w->commit_kafka) rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
+  if (!w->commit_kafka) {
+    /* librdkafka 2.0.2 needs a group handle for rd_kafka_assign even when no group is joined: a static worker
+     * without kafka.group.id gets a private one and commits nothing. */
+    rd_kafka_conf_set(conf, "group.id", "esr-static-unjoined", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
+  }
   rd_kafka_conf_set_opaque(conf, w);
   rd_kafka_conf_set_error_cb(conf, error_cb);
   if (w->group) rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);

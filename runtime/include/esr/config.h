@@ -1,5 +1,6 @@
 /* esr/config.h — the worker's configuration: `key = value` lines, overridden by ESR_* environment variables.
  *
+ * A '#' starts a comment at the start of a line or after a blank ("a#b" is a value, "a #b" is "a").
  * Every esr key is declared once in a table (name, kind, default, help) that drives parsing, validation, environment
  * overrides (`state.dir` <-> ESR_STATE_DIR) and `esr run --help`. Keys starting with `kafka.` are kept verbatim (without
  * the prefix) for librdkafka, which validates them when the clients are built; ESR_KAFKA_FETCH_MAX_BYTES sets

@@ -5,7 +5,9 @@
  * `type` (non-empty string, at most 255 bytes) and `data` (object) are required; `version` is an integer in
  * 1..2147483647 and defaults to 1; `id` and `time`, when present, are strings. A value that is not JSON is
  * ESR_ENVELOPE_BAD_JSON, one that is JSON but not such an envelope ESR_ENVELOPE_BAD_ENVELOPE; both come with a message
- * naming the field. The envelope owns its cJSON tree; esr_envelope_clear frees it (and is safe on a zeroed envelope).
+ * naming the field. Numbers: cJSON holds them as doubles; a number whose double is integral but not exactly its literal
+ * (9007199254740993, 1.0000000000000001) is set to NaN in the tree, so that no integer reader (esr_json_int53) is
+ * deceived by a silent rounding. The envelope owns its cJSON tree; esr_envelope_clear frees it (and is safe on a zeroed envelope).
  */
 #ifndef ESR_ENVELOPE_H
 #define ESR_ENVELOPE_H

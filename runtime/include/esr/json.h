@@ -2,7 +2,9 @@
  *
  * cJSON keeps every number as a double: valueint saturates at INT_MAX and integers above 2^53 lose precision. Money
  * amounts and counters must be read with esr_json_int53, which accepts only a number that is integral and within
- * [lo, hi] (both inside ±2^53) and never rounds.
+ * [lo, hi] (both inside ±2^53) and never rounds. Numbers parsed by esr_envelope_parse whose literal a double cannot
+ * hold exactly (9007199254740993 would read as 2^53) are NaN there and refused here; a tree from plain cJSON_Parse
+ * cannot make that distinction.
  */
 #ifndef ESR_JSON_H
 #define ESR_JSON_H

@@ -5,8 +5,9 @@
  * same transaction as everything the batch changed: after any crash the state and the position roll back together,
  * which is why no fsync per event is needed. A store is used by one thread at a time. Transactions nest one level:
  * a batch (begin/commit/rollback) holds per-event savepoints (savepoint/release/rollback_to). While the `guard` is on
- * (handler code runs), an SQLite authorizer denies transaction control, ATTACH and DETACH on the connection, so a
- * plugin cannot break the batch's atomicity. Statements handed out by esr_store_stmt are cached for the store's life.
+ * (handler code runs), an SQLite authorizer denies transaction control, ATTACH, DETACH, durability pragmas and any
+ * change to esr's own tables (esr_offsets, esr_outbox, esr_handlers), so a plugin cannot break the batch's atomicity
+ * or lose a dead letter. Statements handed out by esr_store_stmt are cached for the store's life.
  */
 #ifndef ESR_STORE_H
 #define ESR_STORE_H
@@ -62,8 +63,13 @@ esr_code esr_store_rollback_to(esr_store *s, esr_error *err);
 /* Turns the handler guard on or off (see the file comment). Turning it off resets statements left mid-step. */
 void esr_store_guard(esr_store *s, int on);
 
-/* A cached prepared statement, reset with bindings cleared; NULL with err set when `sql` does not compile. Borrowed. */
+/* A cached prepared statement for handler code, reset with bindings cleared; NULL with err set when `sql` does not
+ * compile (or the guard denies it). Borrowed. */
 sqlite3_stmt *esr_store_stmt(esr_store *s, const char *sql, esr_error *err);
+/* The same for the host's own statements (esr_* tables): a separate cache, never lent to handlers. */
+sqlite3_stmt *esr_store_host_stmt(esr_store *s, const char *sql, esr_error *err);
+/* Marks a host service running inside a handler callback (emit): the guard does not apply to what it executes. */
+void esr_store_host_call(esr_store *s, int on);
 
 /* The schema version of handler `name`'s tables in this database (0 when none). */
 esr_code esr_store_handler_version(esr_store *s, const char *name, int *version, esr_error *err);
