@@ -7,8 +7,8 @@
  * Table accounts(id, owner, balance, opened_at, updated_at); times are the events' own times, never the clock.
  * Rejected (business rules, state unchanged): a second open of an account, a deposit or withdrawal on an account never
  * opened, a withdrawal above the balance, a deposit that would overflow the balance. Invalid (malformed data): a
- * missing or non-string account or owner, an amount that is not an integer in 1..2^53 (never rounded), a key that
- * differs from data.account.
+ * missing or non-string account or owner, an amount that is not an integer in 1..2^53 (never rounded), a missing
+ * Kafka key or one that differs from data.account.
  */
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
@@ -125,7 +125,12 @@ static int apply(esr_ctx *ctx, const esr_event *ev) {
     host->error(ctx, "account must be a string of 1..200 bytes");
     return ESR_INVALID;
   }
-  if (ev->key && (strlen(ev->key) != ev->key_len || strcmp(ev->key, account) != 0)) {
+  if (!ev->key) {
+    host->error(ctx, "the event has no Kafka key: the key must be the account id, so that an account's events share "
+                     "one partition");
+    return ESR_INVALID;
+  }
+  if (strlen(ev->key) != ev->key_len || strcmp(ev->key, account) != 0) {
     host->error(ctx, "the Kafka key '%.*s' is not the account '%s': events of one account must share its partition",
                 (int)(ev->key_len > 100 ? 100 : ev->key_len), ev->key, account);
     return ESR_INVALID;

@@ -14,7 +14,10 @@ esr_code esr_outbox_add(esr_store *s, esr_outbox_row *row, esr_error *err) {
     sqlite3_bind_blob(st, 2, row->key, (int)row->key_len, SQLITE_STATIC);
   else
     sqlite3_bind_null(st, 2);
-  sqlite3_bind_blob(st, 3, row->value ? row->value : "", (int)row->value_len, SQLITE_STATIC);
+  if (row->value) /* an empty value stays empty; no value (a tombstone) stays NULL */
+    sqlite3_bind_blob(st, 3, row->value_len ? row->value : "", (int)row->value_len, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 3);
   sqlite3_bind_int64(st, 4, row->src_offset);
   sqlite3_bind_int(st, 5, row->src_index);
   sqlite3_bind_text(st, 6, row->reason, -1, SQLITE_STATIC);
@@ -49,8 +52,11 @@ esr_code esr_outbox_scan(esr_store *s, int64_t after, int limit, int (*fn)(void 
         .reason = (const char *)sqlite3_column_text(st, 6),
         .error = (const char *)sqlite3_column_text(st, 7),
     };
+    /* SQLite returns NULL for an empty blob: an empty key or value is not a missing one. */
     if (sqlite3_column_type(st, 2) == SQLITE_NULL) row.key = NULL;
-    else if (!row.key) row.key = ""; /* an empty key is not no key */
+    else if (!row.key) row.key = "";
+    if (sqlite3_column_type(st, 3) == SQLITE_NULL) row.value = NULL;
+    else if (!row.value) row.value = "";
     *last = row.seq;
     if (fn(arg, &row)) {
       rc = SQLITE_DONE;

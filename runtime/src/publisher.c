@@ -10,6 +10,8 @@
 
 struct esr_publisher {
   rd_kafka_t *rk;
+  rd_kafka_topic_t *warm[4];
+  int n_warm;
   esr_delivery_fn fn;
   void *opaque;
 };
@@ -55,6 +57,7 @@ fail:
 void esr_publisher_free(esr_publisher *p) {
   if (!p) return;
   /* Undelivered messages are purged: their rows stay in the outbox and are sent again by the next owner. */
+  for (int i = 0; i < p->n_warm; i++) rd_kafka_topic_destroy(p->warm[i]);
   rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   rd_kafka_poll(p->rk, 0);
   rd_kafka_flush(p->rk, 100);
@@ -89,6 +92,16 @@ esr_code esr_publisher_send(esr_publisher *p, uint64_t sink, const char *src_top
     return esr_error_set(err, ESR_E_KAFKA, e, "producing to %s: %s", row->topic, rd_kafka_err2str(e));
   }
   return ESR_E_OK;
+}
+
+void esr_publisher_warm(esr_publisher *p, const char *topic) {
+  if (p->n_warm == (int)(sizeof p->warm / sizeof *p->warm)) return;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+  if (!rkt) return;
+  p->warm[p->n_warm++] = rkt;
+  const struct rd_kafka_metadata *md = NULL;
+  /* Asynchronous would do as well; a short synchronous lookup keeps the first dead letter's latency low. */
+  if (rd_kafka_metadata(p->rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) rd_kafka_metadata_destroy(md);
 }
 
 int esr_publisher_queue_full(const esr_error *err) {

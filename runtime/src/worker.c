@@ -417,6 +417,7 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
     rc = err->code;
     goto fail;
   }
+  esr_publisher_warm(w->pub, cfg->dlq_topic);
   w->env = (esr_partition_env){.registry = &w->registry,
                                .publisher = w->pub,
                                .state_dir = cfg->state_dir,

@@ -58,6 +58,7 @@ typedef struct copied {
   int64_t src_offset;
   int src_index;
   char *reason, *error;
+  int value_null;
 } copied;
 
 typedef struct collector {
@@ -81,7 +82,8 @@ static int collect(void *arg, const esr_outbox_row *row) {
   r->key_null = row->key == NULL;
   r->key = row->key ? dup_bytes(row->key, row->key_len) : NULL;
   r->key_len = row->key_len;
-  r->value = dup_bytes(row->value, row->value_len);
+  r->value_null = row->value == NULL;
+  r->value = row->value ? dup_bytes(row->value, row->value_len) : NULL;
   r->value_len = row->value_len;
   r->src_offset = row->src_offset;
   r->src_index = row->src_index;
@@ -281,6 +283,26 @@ static void null_key_and_empty_key_preserved(void **state) {
   assert_int_equal(c.rows[2].key_len, 2);
   assert_memory_equal(c.rows[2].key, "\0k", 2);
   assert_int_equal(c.rows[2].value_len, 0);
+  assert_false(c.rows[2].value_null); /* an empty value is not a tombstone */
+  collector_free(&c);
+}
+
+/* A dead letter of a tombstone (no value) is a tombstone; of an empty value, an empty value. */
+static void null_value_and_empty_value_preserved(void **state) {
+  fixture *f = *state;
+  esr_error err = {0};
+  assert_int_equal(esr_store_begin(f->s, &err), ESR_E_OK);
+  add(f, "out", "k", 1, NULL, 0, 1, 0, "bad-json", "empty value");
+  add(f, "out", "k", 1, "", 0, 2, 0, "bad-json", "empty value");
+  commit(f, 3);
+  reopen(f);
+  collector c = {0};
+  int64_t last = 0;
+  assert_int_equal(esr_outbox_scan(f->s, 0, 100, collect, &c, &last, &err), ESR_E_OK);
+  assert_int_equal(c.n, 2);
+  assert_true(c.rows[0].value_null);
+  assert_false(c.rows[1].value_null);
+  assert_int_equal(c.rows[1].value_len, 0);
   collector_free(&c);
 }
 
@@ -291,6 +313,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(delete_and_count, setup, teardown),
       cmocka_unit_test_setup_teardown(rows_added_in_rolled_back_batch_vanish, setup, teardown),
       cmocka_unit_test_setup_teardown(null_key_and_empty_key_preserved, setup, teardown),
+      cmocka_unit_test_setup_teardown(null_value_and_empty_value_preserved, setup, teardown),
   };
   return cmocka_run_group_tests_name("outbox", tests, NULL, NULL);
 }

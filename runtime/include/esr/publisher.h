@@ -23,6 +23,8 @@ void esr_publisher_free(esr_publisher *p);
 /* Queues one row of source topic/partition. A full local queue is ESR_E_KAFKA with lib_code _QUEUE_FULL: retry later. */
 esr_code esr_publisher_send(esr_publisher *p, uint64_t sink, const char *src_topic, int32_t src_partition,
                             const esr_outbox_row *row, esr_error *err);
+/* Looks `topic` up now (metadata, and the idempotent producer's id) so that the first row sent to it is not delayed. */
+void esr_publisher_warm(esr_publisher *p, const char *topic);
 /* Whether a send failed only because the local queue is full (retry after polling). */
 int esr_publisher_queue_full(const esr_error *err);
 void esr_publisher_poll(esr_publisher *p, int timeout_ms);
