@@ -149,6 +149,17 @@ static esr_code set_cache_mb(esr_config *cfg, const char *key, const char *value
   return ESR_E_OK;
 }
 
+static esr_code set_threads(esr_config *cfg, const char *key, const char *value, const char *origin,
+                            esr_error *err) {
+  if (strcmp(value, "auto") == 0) {
+    cfg->apply_threads = 0;
+    return ESR_E_OK;
+  }
+  if (parse_int(value, 1, 256, &cfg->apply_threads))
+    return bad(err, key, origin, value, "expected auto or a number of threads in 1..256", "auto");
+  return ESR_E_OK;
+}
+
 static esr_code set_assignment(esr_config *cfg, const char *key, const char *value, const char *origin,
                                esr_error *err) {
   if (strcmp(value, "group") == 0)
@@ -251,6 +262,8 @@ static const key_spec KEYS[] = {
     {"partitions", set_partitions, 0, NULL, "0,2,5-7", "static assignment: the partitions this worker owns"},
     {"instance", set_instance, 0, NULL, "2/4",
      "static assignment: INDEX/COUNT, owns every partition p with p % COUNT == INDEX"},
+    {"apply.threads", set_threads, 0, "auto", "4",
+     "threads applying partitions in parallel (each partition owned by one thread); auto: one per CPU"},
     {"sqlite.cache.mb", set_cache_mb, 0, "8", "16", "SQLite page cache per partition database, in MiB"},
     {"log.level", set_log_level, 0, "info", "debug", "debug, info, warn or error"},
     {"log.format", set_log_format, 0, "auto", "json", "json, text, or auto (text on a terminal, json otherwise)"},

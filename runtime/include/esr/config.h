@@ -39,6 +39,7 @@ typedef struct esr_config {
   int log_level;
   esr_log_format log_format;
   int sqlite_cache_mb;
+  int apply_threads; /* 0: one per online CPU */
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
   size_t n_kafka;
 } esr_config;

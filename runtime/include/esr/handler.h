@@ -7,7 +7,8 @@
  * consumes and its callbacks, and returns 0; any other return refuses the plugin. The plugin reaches the host only through
  * the `esr_host_api` table it is given (valid for the life of the process), never by linking the host.
  *
- * Callbacks run on a thread that owns one partition at a time; they must be deterministic functions of the partition's
+ * Callbacks of different partitions run concurrently on different threads (a partition is owned by one thread at a
+ * time): keep no mutable global state, or protect it. Callbacks must be deterministic functions of the partition's
  * database and the event (no wall clock, no randomness, no I/O outside the transaction): replaying the log must give the
  * same state. `apply` runs inside the batch transaction, within a savepoint of its own: when it returns anything but ESR_OK
  * the host rolls back exactly what this event changed. Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) and ATTACH
