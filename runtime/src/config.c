@@ -160,6 +160,17 @@ static esr_code set_threads(esr_config *cfg, const char *key, const char *value,
   return ESR_E_OK;
 }
 
+static esr_code set_commit_sync(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                esr_error *err) {
+  if (strcmp(value, "true") == 0)
+    cfg->offsets_commit_sync = 1;
+  else if (strcmp(value, "false") == 0)
+    cfg->offsets_commit_sync = 0;
+  else
+    return bad(err, key, origin, value, "expected true or false", "false");
+  return ESR_E_OK;
+}
+
 static esr_code set_assignment(esr_config *cfg, const char *key, const char *value, const char *origin,
                                esr_error *err) {
   if (strcmp(value, "group") == 0)
@@ -264,6 +275,9 @@ static const key_spec KEYS[] = {
      "static assignment: INDEX/COUNT, owns every partition p with p % COUNT == INDEX"},
     {"apply.threads", set_threads, 0, "auto", "4",
      "threads applying partitions in parallel (each partition owned by one thread); auto: one per CPU"},
+    {"offsets.commit.sync", set_commit_sync, 0, "false", "false",
+     "true: commit the Kafka group offset synchronously after every SQLite commit (costly; the resume position is "
+     "SQLite's either way)"},
     {"sqlite.cache.mb", set_cache_mb, 0, "8", "16", "SQLite page cache per partition database, in MiB"},
     {"log.level", set_log_level, 0, "info", "debug", "debug, info, warn or error"},
     {"log.format", set_log_format, 0, "auto", "json", "json, text, or auto (text on a terminal, json otherwise)"},

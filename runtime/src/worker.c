@@ -203,7 +203,10 @@ static void commit_slot(applier *a, slot *s) {
   }
   if (a->w->commit_kafka) {
     rd_kafka_topic_partition_list_t *l = one_partition(a, s, esr_partition_next_offset(s->p));
-    rd_kafka_offsets_store(a->w->rk, l); /* fails harmlessly while a revocation is under way */
+    if (a->w->cfg->offsets_commit_sync)
+      rd_kafka_commit(a->w->rk, l, 0);
+    else
+      rd_kafka_offsets_store(a->w->rk, l); /* committed in the background, coalesced; fails harmlessly mid-revoke */
     rd_kafka_topic_partition_list_destroy(l);
   }
   if (esr_partition_publish(s->p, &err) != ESR_E_OK)

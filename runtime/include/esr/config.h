@@ -40,6 +40,7 @@ typedef struct esr_config {
   esr_log_format log_format;
   int sqlite_cache_mb;
   int apply_threads; /* 0: one per online CPU */
+  int offsets_commit_sync; /* commit Kafka group offsets synchronously after every SQLite commit (slow; for tools) */
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
   size_t n_kafka;
 } esr_config;

@@ -1,0 +1,135 @@
+/* cpstore_file.c — the file:// checkpoint store: a directory (typically a shared volume) with the layout of a local
+ * checkpoint directory, so the local functions of checkpoint.c do the work; files are copied into a temporary file
+ * beside their destination and installed only after verification. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cp_internal.h"
+
+#define PATH_CAP 4096
+#define COPY_CHUNK (1 << 20)
+
+typedef struct file_store {
+  char *root;
+} file_store;
+
+static esr_code io_error(esr_error *err, const char *what, const char *path) {
+  int e = errno;
+  return esr_error_set(err, ESR_E_IO, e, "%s %s: %s", what, path, strerror(e));
+}
+
+/* A store whose directory is gone (an unmounted volume) must not look like an empty one. */
+static esr_code check_root(const file_store *f, esr_error *err) {
+  struct stat st;
+  if (stat(f->root, &st) != 0) return io_error(err, "cannot use", f->root);
+  if (!S_ISDIR(st.st_mode)) return esr_error_set(err, ESR_E_CONFIG, 0, "%s is not a directory", f->root);
+  return ESR_E_OK;
+}
+
+/* Copies src over the (existing, empty) file dst. */
+static esr_code copy_file(const char *src, const char *dst, esr_error *err) {
+  esr_code rc = ESR_E_OK;
+  int in = -1, out = -1;
+  char *buf = malloc(COPY_CHUNK);
+  if (!buf) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
+    rc = io_error(err, "cannot open", src);
+    goto done;
+  }
+  if ((out = open(dst, O_WRONLY | O_TRUNC | O_CLOEXEC)) < 0) {
+    rc = io_error(err, "cannot open", dst);
+    goto done;
+  }
+  for (;;) {
+    ssize_t n = read(in, buf, COPY_CHUNK);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      rc = io_error(err, "cannot read", src);
+      goto done;
+    }
+    if (n == 0) break;
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(out, buf + off, (size_t)(n - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        rc = io_error(err, "cannot write", dst);
+        goto done;
+      }
+      off += w;
+    }
+  }
+  if (close(out) != 0) rc = io_error(err, "cannot write", dst);
+  out = -1;
+done:
+  if (in >= 0) close(in);
+  if (out >= 0) close(out);
+  free(buf);
+  return rc;
+}
+
+/* Copies checkpoint m's data file from src_dir into a temporary file of dst_dir and installs it there. */
+static esr_code transfer(const char *src_dir, const char *dst_dir, const esr_manifest *m, esr_error *err) {
+  char src[PATH_CAP], tmp[PATH_CAP] = "";
+  if (esr_checkpoint_path(src, sizeof src, src_dir, m->topic, m->partition, m->next_offset, ".db") != 0)
+    return esr_error_set(err, ESR_E_CONFIG, 0, "checkpoint path too long: %s", src_dir);
+  esr_code rc = esr_checkpoint_tmpfile(dst_dir, m->topic, m->partition, tmp, sizeof tmp, err);
+  if (rc == ESR_E_OK) rc = copy_file(src, tmp, err);
+  if (rc == ESR_E_OK) rc = esr_checkpoint_install(dst_dir, m, tmp, err);
+  if (rc != ESR_E_OK && *tmp) unlink(tmp);
+  return rc;
+}
+
+static esr_code file_upload(void *impl, const char *cp_dir, const esr_manifest *m, esr_error *err) {
+  file_store *f = impl;
+  esr_code rc = check_root(f, err);
+  if (rc == ESR_E_OK) rc = transfer(cp_dir, f->root, m, err);
+  return rc;
+}
+
+static esr_code file_list(void *impl, const char *topic, int32_t partition, esr_manifest_list **out,
+                          esr_error *err) {
+  file_store *f = impl;
+  esr_code rc = check_root(f, err);
+  if (rc == ESR_E_OK) rc = esr_checkpoint_list(f->root, topic, partition, out, err);
+  return rc;
+}
+
+static esr_code file_fetch(void *impl, const esr_manifest *m, const char *cp_dir, esr_error *err) {
+  file_store *f = impl;
+  esr_code rc = check_root(f, err);
+  if (rc == ESR_E_OK) rc = transfer(f->root, cp_dir, m, err);
+  if (rc == ESR_E_IO && err && err->lib_code == ENOENT) err->code = rc = ESR_E_CORRUPT; /* data gone: unusable */
+  return rc;
+}
+
+static esr_code file_prune(void *impl, const char *topic, int32_t partition, int keep, esr_error *err) {
+  file_store *f = impl;
+  esr_code rc = check_root(f, err);
+  if (rc == ESR_E_OK) rc = esr_checkpoint_prune(f->root, topic, partition, keep, err);
+  return rc;
+}
+
+static void file_close(void *impl) {
+  file_store *f = impl;
+  if (!f) return;
+  free(f->root);
+  free(f);
+}
+
+static const esr__cpstore_ops FILE_OPS = {file_upload, file_list, file_fetch, file_prune, file_close};
+
+esr_code esr__cpstore_file_open(const char *root, const esr__cpstore_ops **ops, void **impl, esr_error *err) {
+  file_store *f = calloc(1, sizeof *f);
+  if (!f || !(f->root = strdup(root))) {
+    free(f);
+    return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  }
+  for (size_t n = strlen(f->root); n > 1 && f->root[n - 1] == '/'; n--) f->root[n - 1] = '\0';
+  *ops = &FILE_OPS;
+  *impl = f;
+  return ESR_E_OK;
+}
