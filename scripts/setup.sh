@@ -6,11 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config librdkafka-dev libsqlite3-dev libcjson-dev libcmocka-dev libssl-dev
-      sqlite3 kcat procps)
+      sqlite3 kcat procps libcurl4-openssl-dev ca-certificates
+      libpcre2-dev json-schema-test-suite) # JSON Schema: regex library; the official test suite (tests/schema)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm run the local S3 server of the S3 checkpoint store test (tests/s3). Checked as commands: a Node.js from
+# elsewhere (NodeSource's bundles npm and conflicts with Debian's npm package) will do.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -1,5 +1,5 @@
-/* cmd_schema.c — `esr schema check SCHEMA.json [DOC.json ... | -]`: validates JSON documents against a schema exactly as
- * the worker validates an event's data, one verdict line per document on standard output. */
+/* cmd_schema.c — `esr schema check SCHEMA.json [DOC.json ... | -]`: validates JSON documents against a schema exactly
+ * as the worker validates an event's data, one verdict line per document on standard output. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,20 +12,21 @@
 #include "esr/schema.h"
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: esr schema check SCHEMA.json [DOC.json ... | -]\n"
-          "\n"
-          "Compiles SCHEMA.json (JSON Schema draft-07, as esr enforces it: see schemas/README.md) and validates each\n"
-          "document against it, printing one line per document:\n"
-          "  DOC: valid\n"
-          "  DOC: invalid: <JSON pointer>: <rule>        e.g. 'deposit.json: invalid: /amount: must be >= 1'\n"
-          "Without DOC, or with '-', documents are read from standard input. An input may hold several JSON documents\n"
-          "separated by whitespace (e.g. one per line); they are then named DOC:LINE. Numbers are read as the worker\n"
-          "reads them: an integer literal a double cannot hold exactly (9007199254740993) is invalid for every numeric\n"
-          "keyword.\n"
-          "\n"
-          "exit status: 0 all documents valid, 1 some invalid (or not JSON), 2 schema refused, unreadable file or usage\n"
-          "error (one line on standard error)\n");
+  fprintf(
+      out,
+      "usage: esr schema check SCHEMA.json [DOC.json ... | -]\n"
+      "\n"
+      "Compiles SCHEMA.json (JSON Schema draft-07, as esr enforces it: see schemas/README.md) and validates each\n"
+      "document against it, printing one line per document:\n"
+      "  DOC: valid\n"
+      "  DOC: invalid: <JSON pointer>: <rule>        e.g. 'deposit.json: invalid: /amount: must be >= 1'\n"
+      "Without DOC, or with '-', documents are read from standard input. An input may hold several JSON documents\n"
+      "separated by whitespace (e.g. one per line); they are then named DOC:LINE. Numbers are read as the worker\n"
+      "reads them: an integer literal a double cannot hold exactly (9007199254740993) is invalid for every numeric\n"
+      "keyword.\n"
+      "\n"
+      "exit status: 0 all documents valid, 1 some invalid (or not JSON), 2 schema refused, unreadable file or usage\n"
+      "error (one line on standard error)\n");
 }
 
 static char *read_all(FILE *f, size_t *len) {

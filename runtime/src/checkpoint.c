@@ -73,8 +73,8 @@ static void utc_now(char *buf, size_t cap, int rfc3339) {
 static int topic_ok(const char *t) {
   if (!t || !*t || strlen(t) > 249 || strcmp(t, ".") == 0 || strcmp(t, "..") == 0) return 0;
   for (const char *p = t; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
-          *p == '_' || *p == '-'))
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' ||
+          *p == '-'))
       return 0;
   return 1;
 }
@@ -138,9 +138,12 @@ static esr_code fsync_dir(const char *dir, esr_error *err) {
 static void dir_of(const char *path, char *buf, size_t cap) {
   snprintf(buf, cap, "%s", path);
   char *slash = strrchr(buf, '/');
-  if (!slash) snprintf(buf, cap, ".");
-  else if (slash == buf) buf[1] = '\0';
-  else *slash = '\0';
+  if (!slash)
+    snprintf(buf, cap, ".");
+  else if (slash == buf)
+    buf[1] = '\0';
+  else
+    *slash = '\0';
 }
 
 static esr_code unlink_if_present(const char *path, esr_error *err) {
@@ -480,7 +483,8 @@ esr_code esr_manifest_parse(const char *json, size_t len, esr_manifest **out, es
   cJSON_ArrayForEach(h, handlers) {
     const char *name = esr_json_string(h, "name");
     const cJSON *hv = cJSON_GetObjectItemCaseSensitive(h, "version");
-    if (!name || !get_int(h, "schema_version", INT32_MIN, INT32_MAX, &v) || (hv && !cJSON_IsNull(hv) && !cJSON_IsString(hv))) {
+    if (!name || !get_int(h, "schema_version", INT32_MIN, INT32_MAX, &v) ||
+        (hv && !cJSON_IsNull(hv) && !cJSON_IsString(hv))) {
       bad = "bad handler entry";
       goto fail;
     }
@@ -524,7 +528,8 @@ static esr_code read_copy(sqlite3 *db, const char *path, esr_manifest *m, int wi
   sqlite3_stmt *st = NULL;
   esr_code rc = ESR_E_OK;
   int rows = 0, step;
-  if (sqlite3_prepare_v2(db, "SELECT topic, partition, next_offset, log_digest, applied_count, dead_count FROM esr_offsets",
+  if (sqlite3_prepare_v2(db,
+                         "SELECT topic, partition, next_offset, log_digest, applied_count, dead_count FROM esr_offsets",
                          -1, &st, NULL) != SQLITE_OK)
     return sqlite_fail(db, err, "reading esr_offsets of", path);
   while ((step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -716,7 +721,8 @@ static esr_code publish(const char *cp_dir, const esr_manifest *m, const char *t
   esr_code rc;
   char *text = NULL;
   if ((rc = part_dir(dir, sizeof dir, cp_dir, m->topic, m->partition, err)) != ESR_E_OK ||
-      (rc = cp_path(data, cp_dir, m, ".db", err)) != ESR_E_OK || (rc = cp_path(json, cp_dir, m, ".json", err)) != ESR_E_OK)
+      (rc = cp_path(data, cp_dir, m, ".db", err)) != ESR_E_OK ||
+      (rc = cp_path(json, cp_dir, m, ".json", err)) != ESR_E_OK)
     return rc;
   if (!(text = esr_manifest_json(m, err))) return ESR_E_NOMEM;
   if ((rc = unlink_if_present(json, err)) != ESR_E_OK) goto done;
@@ -828,8 +834,10 @@ esr_code esr__cp_names_add(esr__cp_names *names, const char *name, esr_error *er
     memset(e, 0, sizeof *e);
     e->offset = off;
   }
-  if (kind == 1) e->has_data = 1;
-  else e->has_manifest = 1;
+  if (kind == 1)
+    e->has_data = 1;
+  else
+    e->has_manifest = 1;
   return ESR_E_OK;
 }
 
@@ -856,14 +864,16 @@ static esr_code scan_dir(const char *dir, esr__cp_names *s, esr_error *err) {
   esr_code rc = ESR_E_OK;
   while (rc == ESR_E_OK && (de = readdir(d))) rc = esr__cp_names_add(s, de->d_name, err);
   closedir(d);
-  if (rc != ESR_E_OK) esr__cp_names_clear(s);
-  else esr__cp_names_sort(s);
+  if (rc != ESR_E_OK)
+    esr__cp_names_clear(s);
+  else
+    esr__cp_names_sort(s);
   return rc;
 }
 
 /* The manifest of one entry, checked against its name. */
-static esr_code load_entry(const char *cp_dir, const char *topic, int32_t partition, int64_t offset,
-                           esr_manifest **out, esr_error *err) {
+static esr_code load_entry(const char *cp_dir, const char *topic, int32_t partition, int64_t offset, esr_manifest **out,
+                           esr_error *err) {
   char path[PATH_CAP];
   *out = NULL;
   if (esr_checkpoint_path(path, sizeof path, cp_dir, topic, partition, offset, ".json") != 0)
@@ -923,7 +933,8 @@ esr_code esr_checkpoint_newest_valid(const char *cp_dir, const char *topic, int3
     if (vrc == ESR_E_IO && why.lib_code == ENOENT) continue; /* pruned meanwhile */
     if (vrc == ESR_E_OK) vrc = esr_checkpoint_verify(cp_dir, m, &why);
     if (vrc == ESR_E_NOMEM) rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-    if (vrc == ESR_E_OK) *out = m;
+    if (vrc == ESR_E_OK)
+      *out = m;
     else {
       esr_manifest_free(m);
       if (reject && vrc != ESR_E_NOMEM) reject(arg, topic, partition, s.v[i].offset, &why);

@@ -160,14 +160,80 @@ static esr_code set_threads(esr_config *cfg, const char *key, const char *value,
   return ESR_E_OK;
 }
 
+static esr_code set_bool(int *slot, const char *key, const char *value, const char *origin, esr_error *err);
+
 static esr_code set_commit_sync(esr_config *cfg, const char *key, const char *value, const char *origin,
                                 esr_error *err) {
+  return set_bool(&cfg->offsets_commit_sync, key, value, origin, err);
+}
+
+static esr_code set_bool(int *slot, const char *key, const char *value, const char *origin, esr_error *err) {
   if (strcmp(value, "true") == 0)
-    cfg->offsets_commit_sync = 1;
+    *slot = 1;
   else if (strcmp(value, "false") == 0)
-    cfg->offsets_commit_sync = 0;
+    *slot = 0;
   else
-    return bad(err, key, origin, value, "expected true or false", "false");
+    return bad(err, key, origin, value, "expected true or false", "true");
+  return ESR_E_OK;
+}
+
+static esr_code set_cp_dir(esr_config *cfg, const char *key, const char *value, const char *origin, esr_error *err) {
+  return set_string(&cfg->checkpoint_dir, key, value, origin, "/var/lib/esr/checkpoints", err);
+}
+
+static esr_code set_cp_events(esr_config *cfg, const char *key, const char *value, const char *origin,
+                              esr_error *err) {
+  if (parse_int(value, 0, 2000000000, &cfg->checkpoint_interval_events))
+    return bad(err, key, origin, value, "expected a number of events (0: no checkpoints by count)", "1000000");
+  return ESR_E_OK;
+}
+
+static esr_code set_cp_ms(esr_config *cfg, const char *key, const char *value, const char *origin, esr_error *err) {
+  if (parse_int(value, 0, 2000000000, &cfg->checkpoint_interval_ms))
+    return bad(err, key, origin, value, "expected milliseconds (0: no checkpoints by time)", "600000");
+  return ESR_E_OK;
+}
+
+static esr_code set_cp_keep(esr_config *cfg, const char *key, const char *value, const char *origin,
+                            esr_error *err) {
+  if (parse_int(value, 1, 1000, &cfg->checkpoint_keep))
+    return bad(err, key, origin, value, "expected a number of checkpoints in 1..1000", "3");
+  return ESR_E_OK;
+}
+
+static esr_code set_cp_release(esr_config *cfg, const char *key, const char *value, const char *origin,
+                               esr_error *err) {
+  return set_bool(&cfg->checkpoint_on_release, key, value, origin, err);
+}
+
+static esr_code set_cp_store(esr_config *cfg, const char *key, const char *value, const char *origin,
+                             esr_error *err) {
+  if (strncmp(value, "file:///", 8) != 0 && strncmp(value, "s3://", 5) != 0)
+    return bad(err, key, origin, value, "expected file:///path (a shared volume) or s3://bucket[/prefix]",
+               "s3://esr-checkpoints/ledger");
+  return set_string(&cfg->checkpoint_store, key, value, origin, "s3://esr-checkpoints/ledger", err);
+}
+
+static esr_code set_cp_endpoint(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                esr_error *err) {
+  if (strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0)
+    return bad(err, key, origin, value, "expected http(s)://host[:port]", "https://minio.internal:9000");
+  return set_string(&cfg->checkpoint_s3_endpoint, key, value, origin, "https://minio.internal:9000", err);
+}
+
+static esr_code set_cp_region(esr_config *cfg, const char *key, const char *value, const char *origin,
+                              esr_error *err) {
+  return set_string(&cfg->checkpoint_s3_region, key, value, origin, "eu-west-1", err);
+}
+
+static esr_code set_recovery_check(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                   esr_error *err) {
+  if (strcmp(value, "quick") == 0)
+    cfg->recovery_quick_check = 1;
+  else if (strcmp(value, "none") == 0)
+    cfg->recovery_quick_check = 0;
+  else
+    return bad(err, key, origin, value, "expected quick (PRAGMA quick_check of the live database) or none", "quick");
   return ESR_E_OK;
 }
 
@@ -278,6 +344,22 @@ static const key_spec KEYS[] = {
     {"offsets.commit.sync", set_commit_sync, 0, "false", "false",
      "true: commit the Kafka group offset synchronously after every SQLite commit (costly; the resume position is "
      "SQLite's either way)"},
+    {"checkpoint.dir", set_cp_dir, 0, "<state.dir>/checkpoints", "/var/lib/esr/checkpoints",
+     "local checkpoints: <dir>/<topic>-<partition>/<next_offset>.db and .json"},
+    {"checkpoint.interval.events", set_cp_events, 0, "1000000", "1000000",
+     "checkpoint a partition after this many events (0: not by count)"},
+    {"checkpoint.interval.ms", set_cp_ms, 0, "600000", "600000",
+     "checkpoint a changed partition after this long (0: not by time)"},
+    {"checkpoint.keep", set_cp_keep, 0, "3", "3", "checkpoints kept per partition, locally and in the store"},
+    {"checkpoint.on.release", set_cp_release, 0, "true", "true",
+     "checkpoint a changed partition before releasing it (revocation, shutdown), so its next owner replays little"},
+    {"checkpoint.store", set_cp_store, 0, NULL, "s3://esr-checkpoints/ledger",
+     "remote checkpoint store: file:///path (shared volume) or s3://bucket[/prefix]; credentials from AWS_* variables"},
+    {"checkpoint.s3.endpoint", set_cp_endpoint, 0, NULL, "https://minio.internal:9000",
+     "S3-compatible server (path-style); default $AWS_ENDPOINT_URL_S3, else AWS"},
+    {"checkpoint.s3.region", set_cp_region, 0, NULL, "eu-west-1", "S3 region; default $AWS_REGION, else us-east-1"},
+    {"recovery.check", set_recovery_check, 0, "quick", "quick",
+     "quick: PRAGMA quick_check of a live database before resuming from it (a corrupt one is moved aside); none"},
     {"sqlite.cache.mb", set_cache_mb, 0, "8", "16", "SQLite page cache per partition database, in MiB"},
     {"log.level", set_log_level, 0, "info", "debug", "debug, info, warn or error"},
     {"log.format", set_log_format, 0, "auto", "json", "json, text, or auto (text on a terminal, json otherwise)"},
@@ -293,6 +375,11 @@ esr_config *esr_config_new(void) {
   cfg->log_level = ESR_LOG_INFO;
   cfg->log_format = ESR_LOG_AUTO;
   cfg->sqlite_cache_mb = 8;
+  cfg->checkpoint_interval_events = 1000000;
+  cfg->checkpoint_interval_ms = 600000;
+  cfg->checkpoint_keep = 3;
+  cfg->checkpoint_on_release = 1;
+  cfg->recovery_quick_check = 1;
   return cfg;
 }
 
@@ -303,6 +390,10 @@ void esr_config_free(esr_config *cfg) {
   free(cfg->state_dir);
   free(cfg->dlq_topic);
   free(cfg->partitions);
+  free(cfg->checkpoint_dir);
+  free(cfg->checkpoint_store);
+  free(cfg->checkpoint_s3_endpoint);
+  free(cfg->checkpoint_s3_region);
   for (size_t i = 0; i < cfg->n_kafka; i++) {
     free(cfg->kafka[i].key);
     free(cfg->kafka[i].value);

@@ -25,7 +25,7 @@ typedef struct esr__cp_names {
   struct esr__cp_name {
     int64_t offset;
     int has_data, has_manifest;
-  } *v;
+  } * v;
   size_t n, cap;
 } esr__cp_names;
 

@@ -90,8 +90,7 @@ static esr_code file_upload(void *impl, const char *cp_dir, const esr_manifest *
   return rc;
 }
 
-static esr_code file_list(void *impl, const char *topic, int32_t partition, esr_manifest_list **out,
-                          esr_error *err) {
+static esr_code file_list(void *impl, const char *topic, int32_t partition, esr_manifest_list **out, esr_error *err) {
   file_store *f = impl;
   esr_code rc = check_root(f, err);
   if (rc == ESR_E_OK) rc = esr_checkpoint_list(f->root, topic, partition, out, err);

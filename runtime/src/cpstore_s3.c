@@ -71,8 +71,8 @@ static void mem_reset(membuf *b) {
 static int uri_encode(membuf *out, const char *s, int keep_slash) {
   static const char hex[] = "0123456789ABCDEF";
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-        *p == '_' || *p == '.' || *p == '~' || (keep_slash && *p == '/')) {
+    if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+        *p == '.' || *p == '~' || (keep_slash && *p == '/')) {
       if (mem_append(out, p, 1) != 0) return -1;
     } else {
       char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
@@ -140,10 +140,10 @@ static char *xml_first(const char *doc, const char *tag) {
 /* ---- requests ---------------------------------------------------------------------------------------------------- */
 
 typedef struct upload_src {
-  int fd;                    /* a file body, or */
-  const char *mem;           /* a body in memory */
+  int fd;          /* a file body, or */
+  const char *mem; /* a body in memory */
   int64_t size, sent;
-  EVP_MD_CTX *sha;           /* file bodies: hashed on the way and compared with `expect` before the last byte */
+  EVP_MD_CTX *sha; /* file bodies: hashed on the way and compared with `expect` before the last byte */
   const uint8_t *expect;
   int mismatch, read_error;
 } upload_src;
@@ -219,17 +219,15 @@ static int transient_curl(CURLcode c) {
   case CURLE_PARTIAL_FILE:
   case CURLE_SSL_CONNECT_ERROR:
   case CURLE_HTTP2:
-  case CURLE_HTTP2_STREAM:
-    return 1;
-  default:
-    return 0;
+  case CURLE_HTTP2_STREAM: return 1;
+  default: return 0;
   }
 }
 
 static int transient_http(long status, const char *code) {
   if (status >= 500 || status == 429 || status == 408) return 1;
-  return code && (strcmp(code, "RequestTimeout") == 0 || strcmp(code, "SlowDown") == 0 ||
-                  strcmp(code, "InternalError") == 0);
+  return code &&
+         (strcmp(code, "RequestTimeout") == 0 || strcmp(code, "SlowDown") == 0 || strcmp(code, "InternalError") == 0);
 }
 
 static void backoff(const s3 *s, int attempt) {
@@ -413,8 +411,8 @@ static esr_code list_names(s3 *s, const char *topic, int32_t partition, esr__cp_
     /* Canonical order: continuation-token, list-type, max-keys, prefix. */
     mem_reset(&query);
     int bad = 0;
-    if (token) bad |= mem_append(&query, "continuation-token=", 19) | uri_encode(&query, token, 0) |
-                      mem_append(&query, "&", 1);
+    if (token)
+      bad |= mem_append(&query, "continuation-token=", 19) | uri_encode(&query, token, 0) | mem_append(&query, "&", 1);
     bad |= mem_append(&query, "list-type=2&max-keys=", 21) | mem_append(&query, page, strlen(page)) |
            mem_append(&query, "&prefix=", 8) | uri_encode(&query, prefix, 0);
     if (bad) {
@@ -498,8 +496,8 @@ static esr_code s3_upload(void *impl, const char *cp_dir, const esr_manifest *m,
     goto done;
   }
   if (st.st_size != m->size) {
-    rc = esr_error_set(err, ESR_E_CORRUPT, 0, "%s: %lld bytes, the manifest says %" PRId64, path,
-                       (long long)st.st_size, m->size);
+    rc = esr_error_set(err, ESR_E_CORRUPT, 0, "%s: %lld bytes, the manifest says %" PRId64, path, (long long)st.st_size,
+                       m->size);
     goto done;
   }
   if (!(data.sha = EVP_MD_CTX_new())) {
@@ -551,8 +549,8 @@ static esr_code s3_list(void *impl, const char *topic, int32_t partition, esr_ma
     esr_manifest *m = NULL;
     esr_code grc = perform(s, &q, &resp, &status, &why);
     if (grc == ESR_E_OK) grc = esr_manifest_parse(resp.mem.data ? resp.mem.data : "", resp.mem.len, &m, &why);
-    if (grc == ESR_E_OK && (strcmp(m->topic, topic) != 0 || m->partition != partition ||
-                            m->next_offset != names.v[i].offset))
+    if (grc == ESR_E_OK &&
+        (strcmp(m->topic, topic) != 0 || m->partition != partition || m->next_offset != names.v[i].offset))
       grc = ESR_E_CORRUPT;
     if (grc == ESR_E_OK) {
       if ((rc = esr__manifest_list_push(l, m, &cap, err)) != ESR_E_OK) esr_manifest_free(m);

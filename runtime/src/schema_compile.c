@@ -529,8 +529,10 @@ static int apply_id(cx *c, int32_t idx, const char *id, const char **base) {
   if (rc == 0) {
     const char *b = pool_add(c, doc);
     doc = NULL;
-    if (!b) rc = nomem(c);
-    else *base = c->e[idx].base = b;
+    if (!b)
+      rc = nomem(c);
+    else
+      *base = c->e[idx].base = b;
   }
   free(doc);
   free(abs);
@@ -832,8 +834,7 @@ static int schema_arg(cx *c, const cJSON *v, const char *where, const char *kw, 
 }
 
 static int schema_list_arg(cx *c, const cJSON *v, const char *where, const char *kw, sx_list *out) {
-  if (!cJSON_IsArray(v) || !v->child)
-    return cfail(c, where, kw, "\"%s\" must be a non-empty array of schemas", kw);
+  if (!cJSON_IsArray(v) || !v->child) return cfail(c, where, kw, "\"%s\" must be a non-empty array of schemas", kw);
   uint32_t n = 0;
   for (const cJSON *m = v->child; m; m = m->next) n++;
   out->v = calloc(n, sizeof *out->v);
@@ -867,14 +868,23 @@ static int count_arg(cx *c, const cJSON *v, const char *where, const char *kw, s
   return 0;
 }
 
+static int str_ptr_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
 static int check_unique_keys(cx *c, const cJSON *obj, const char *where, const char *kw) {
-  for (const cJSON *m = obj->child; m; m = m->next)
-    for (const cJSON *o = obj->child; o != m; o = o->next)
-      if (strcmp(key(o), key(m)) == 0) {
-        if (!kw) return cfail(c, where, key(m), "duplicate keyword \"%s\"", key(m));
-        return cfail(c, where, kw, "duplicate member \"%s\" in \"%s\"", key(m), kw);
-      }
-  return 0;
+  size_t n = 0;
+  for (const cJSON *m = obj->child; m; m = m->next) n++;
+  if (n < 2) return 0;
+  const char **keys = malloc(n * sizeof *keys), *dup = NULL;
+  if (!keys) return nomem(c);
+  size_t i = 0;
+  for (const cJSON *m = obj->child; m; m = m->next) keys[i++] = key(m);
+  qsort(keys, n, sizeof *keys, str_ptr_cmp); /* a big "properties" must not cost n^2 comparisons */
+  for (i = 1; i < n && !dup; i++)
+    if (strcmp(keys[i - 1], keys[i]) == 0) dup = keys[i];
+  free(keys);
+  if (!dup) return 0;
+  if (!kw) return cfail(c, where, dup, "duplicate keyword \"%s\"", dup);
+  return cfail(c, where, kw, "duplicate member \"%s\" in \"%s\"", dup, kw);
 }
 
 static int regex_compile(cx *c, const char *src, const char *where, const char *kw, sx_regex *out) {
@@ -897,7 +907,7 @@ static int regex_compile(cx *c, const char *src, const char *where, const char *
 static const struct {
   const char *name;
   uint8_t bit;
-} TYPES[] = {{"null", SX_T_NULL},     {"boolean", SX_T_BOOLEAN}, {"object", SX_T_OBJECT}, {"array", SX_T_ARRAY},
+} TYPES[] = {{"null", SX_T_NULL},     {"boolean", SX_T_BOOLEAN}, {"object", SX_T_OBJECT},  {"array", SX_T_ARRAY},
              {"number", SX_T_NUMBER}, {"string", SX_T_STRING},   {"integer", SX_T_INTEGER}};
 
 static int type_bit(const char *name) {
@@ -1167,9 +1177,7 @@ static uint32_t inplace_edges(const sx_node *n, int32_t *out, uint32_t cap) {
   return k;
 }
 
-static uint32_t inplace_count(const sx_node *n) {
-  return 5 + n->all_of.n + n->any_of.n + n->one_of.n + n->n_deps;
-}
+static uint32_t inplace_count(const sx_node *n) { return 5 + n->all_of.n + n->any_of.n + n->one_of.n + n->n_deps; }
 
 /* Iterative depth-first search (a schema may have thousands of nodes: no recursion). */
 static int check_cycles(cx *c) {
@@ -1212,8 +1220,7 @@ static int check_cycles(cx *c) {
         while (from > 0 && stack[from - 1] != (uint32_t)v) from--;
         for (uint32_t j = from ? from - 1 : 0; j < sp && len + 8 < sizeof chain; j++) {
           const char *w = c->e[stack[j]].where;
-          len += (size_t)snprintf(chain + len, sizeof chain - len, "%s%s", j + 1 > from ? " -> " : "",
-                                  w[0] ? w : "#");
+          len += (size_t)snprintf(chain + len, sizeof chain - len, "%s%s", j + 1 > from ? " -> " : "", w[0] ? w : "#");
           if (len >= sizeof chain) len = sizeof chain - 1;
         }
         rc = cfail(c, c->e[u].where, NULL,
@@ -1346,8 +1353,7 @@ esr_schema *esr_schema_compile_text(const char *text, size_t len, const char *or
   }
   for (const char *p = end; p < text + len; p++) {
     if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
-      esr_error_set(err, ESR_E_CONFIG, 0, "%s: not valid JSON: trailing data at byte %zu", name,
-                    (size_t)(p - text));
+      esr_error_set(err, ESR_E_CONFIG, 0, "%s: not valid JSON: trailing data at byte %zu", name, (size_t)(p - text));
       cJSON_Delete(doc);
       return NULL;
     }

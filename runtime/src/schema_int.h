@@ -39,14 +39,14 @@ enum {
   SX_F_XMAXIMUM = 1u << 3,
   SX_F_MULTIPLE = 1u << 4,
   SX_F_NUMERIC = SX_F_MINIMUM | SX_F_MAXIMUM | SX_F_XMINIMUM | SX_F_XMAXIMUM | SX_F_MULTIPLE,
-  SX_F_STRING = 1u << 5,   /* minLength, maxLength or pattern */
-  SX_F_ARRAY = 1u << 6,    /* any array keyword */
-  SX_F_OBJECT = 1u << 7,   /* any object keyword */
-  SX_F_UNIQUE = 1u << 8,   /* uniqueItems: true */
-  SX_F_TUPLE = 1u << 9,    /* items is an array of schemas */
+  SX_F_STRING = 1u << 5, /* minLength, maxLength or pattern */
+  SX_F_ARRAY = 1u << 6,  /* any array keyword */
+  SX_F_OBJECT = 1u << 7, /* any object keyword */
+  SX_F_UNIQUE = 1u << 8, /* uniqueItems: true */
+  SX_F_TUPLE = 1u << 9,  /* items is an array of schemas */
   SX_F_CONST = 1u << 10,
   SX_F_ENUM = 1u << 11,
-  SX_F_LOGIC = 1u << 12,   /* allOf, anyOf, oneOf, not or if */
+  SX_F_LOGIC = 1u << 12, /* allOf, anyOf, oneOf, not or if */
 };
 
 typedef struct sx_list {
@@ -80,7 +80,7 @@ typedef struct sx_node {
   uint8_t kind;
   uint8_t types; /* 0: no type keyword */
   uint32_t flags;
-  int32_t ref;   /* $ref target, SX_NONE when this node is not a reference (siblings are then ignored) */
+  int32_t ref; /* $ref target, SX_NONE when this node is not a reference (siblings are then ignored) */
   double minimum, maximum, xminimum, xmaximum, multiple_of;
   size_t min_length, max_length; /* 0 and SIZE_MAX when absent */
   sx_regex pattern;              /* code NULL when absent */
@@ -99,8 +99,8 @@ typedef struct sx_node {
   uint32_t n_deps;
   sx_list all_of, any_of, one_of;
   int32_t not_, if_, then_, else_;
-  cJSON *constant;    /* const, owned copy */
-  cJSON *enumeration; /* enum array, owned copy */
+  cJSON *constant;              /* const, owned copy */
+  cJSON *enumeration;           /* enum array, owned copy */
   char *enum_rule, *const_rule; /* failure texts, computed at compile time */
 } sx_node;
 

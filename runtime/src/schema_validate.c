@@ -1,11 +1,11 @@
 /* schema_validate.c — validating cJSON instances against a compiled schema (see schema_int.h).
  *
  * Everything lives on the caller's stack: the pointer of the current instance value is a stack of frames (a member name
- * or an item index) turned into text only when a failure is reported, and PCRE2's match data comes from a small arena in
- * the same frame. So the success path allocates nothing, and a shared compiled schema is never written. A failure in a
- * "quiet" region (a branch of anyOf/oneOf, not, if, contains) is not reported: the keyword that owns the region reports
- * its own rule. A limit (depth, steps, regex backtracking, memory) is a "hard" failure: it fails the whole validation
- * whatever not/anyOf would make of it, because an unchecked instance must never pass.
+ * or an item index) turned into text only when a failure is reported, and PCRE2's match data comes from a small arena
+ * in the same frame. So the success path allocates nothing, and a shared compiled schema is never written. A failure in
+ * a "quiet" region (a branch of anyOf/oneOf, not, if, contains) is not reported: the keyword that owns the region
+ * reports its own rule. A limit (depth, steps, regex backtracking, memory) is a "hard" failure: it fails the whole
+ * validation whatever not/anyOf would make of it, because an unchecked instance must never pass.
  */
 #include <float.h>
 #include <math.h>
@@ -116,8 +116,8 @@ typedef struct vctx {
   const esr_schema *s;
   esr_error *err;
   const char *prefix;
-  int quiet;    /* > 0 inside a region whose failures the owner reports */
-  int hard;     /* a limit was hit: the validation fails, whatever the keywords make of it */
+  int quiet; /* > 0 inside a region whose failures the owner reports */
+  int hard;  /* a limit was hit: the validation fails, whatever the keywords make of it */
   int nomem;
   int propname; /* > 0 while validating a property name (propertyNames) */
   uint32_t depth, nframes;
@@ -235,8 +235,8 @@ static void arena_free(void *p, void *data) {
 /* 1 match, 0 no match, -1 a hard failure (already reported).
  * PCRE2 cannot say how much work a match took, only whether it stayed under a limit. So a match first runs under a
  * small limit, enough for any sane pattern on event data, and only when that is exceeded again under the full one; each
- * run is charged its whole limit to a per-validation regex budget. Thus the regex work of one validation is bounded even
- * with a pattern that backtracks catastrophically on every string of the instance. */
+ * run is charged its whole limit to a per-validation regex budget. Thus the regex work of one validation is bounded
+ * even with a pattern that backtracks catastrophically on every string of the instance. */
 static int rx_search(vctx *c, const sx_regex *re, const char *s) {
   if (!c->md) {
     c->gcx = pcre2_general_context_create(arena_alloc, arena_free, c);
@@ -298,7 +298,7 @@ static int fail_type(vctx *c, unsigned types, const cJSON *inst) {
   static const struct {
     unsigned bit;
     const char *name;
-  } names[] = {{SX_T_OBJECT, "an object"}, {SX_T_ARRAY, "an array"},   {SX_T_STRING, "a string"},
+  } names[] = {{SX_T_OBJECT, "an object"}, {SX_T_ARRAY, "an array"},     {SX_T_STRING, "a string"},
                {SX_T_NUMBER, "a number"},  {SX_T_INTEGER, "an integer"}, {SX_T_BOOLEAN, "a boolean"},
                {SX_T_NULL, "null"}};
   if (types & SX_T_NUMBER) types &= ~(unsigned)SX_T_INTEGER;
@@ -388,7 +388,8 @@ static int hitem_cmp(const void *a, const void *b) {
   return x->i < y->i ? -1 : x->i > y->i;
 }
 
-/* 1 when all items differ; 0 with the first duplicate pair (smallest second index, then smallest first); -1 no memory. */
+/* 1 when all items differ; 0 with the first duplicate pair (smallest second index, then smallest first); -1 no memory.
+ */
 static int all_unique(const cJSON *arr, size_t count, size_t *first, size_t *second, long *work) {
   if (count <= 16) {
     size_t j = 0;
@@ -603,7 +604,8 @@ static int vlogic(vctx *c, const sx_node *n, const cJSON *inst) {
     c->quiet--;
     if (c->hard) return 0;
     if (count == 0) return fail(c, "must match exactly one schema in \"oneOf\" (none matches)");
-    if (count > 1) return fail(c, "must match exactly one schema in \"oneOf\" (schemas %u and %u match)", first, second);
+    if (count > 1)
+      return fail(c, "must match exactly one schema in \"oneOf\" (schemas %u and %u match)", first, second);
   }
   if (n->not_ != SX_NONE) {
     c->quiet++;

@@ -23,17 +23,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "esr/checkpointer.h"
 #include "esr/clock.h"
 #include "esr/host.h"
 #include "esr/kafka.h"
 #include "esr/log.h"
 #include "esr/partition.h"
+#include "esr/recovery.h"
 
 #define RETRY_BACKOFF_MS 1000
 #define TICK_MS 20
 #define STATS_MS 10000
 #define REVOKE_FLUSH_MS 5000
 #define SHUTDOWN_FLUSH_MS 10000
+#define RELEASE_CHECKPOINT_MS 120000
 
 typedef struct applier applier;
 
@@ -44,6 +47,9 @@ typedef struct slot {
   uint32_t gen;
   int paused;       /* stopped for good (gap, fatal handler) or waiting for retry_at */
   int64_t retry_at; /* 0: stopped for good */
+  int64_t cp_offset, cp_at; /* the last checkpoint asked for: at which offset, when (esr_now_ms) */
+  int64_t replay_end;       /* log end seen by recovery: "caught up" is logged once the partition reaches it */
+  int64_t replay_from, replay_started;
 } slot;
 
 typedef struct topic_slots {
@@ -72,6 +78,8 @@ struct applier {
   rd_kafka_queue_t *queue;
   esr_publisher *pub;
   esr_partition_env env;
+  esr_cpstore *store; /* the remote checkpoint store, for recovery on this thread */
+  esr_recovery_env recovery;
   topic_slots *topics;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -87,6 +95,8 @@ struct esr_worker {
   const esr_config *cfg;
   esr_registry registry;
   rd_kafka_t *rk;
+  esr_checkpointer *checkpointer;
+  char cp_dir[4096];
   applier *appliers;
   int n_appliers;
   int **owner; /* owner[topic][partition]: applier index or -1; main thread only */
@@ -211,6 +221,30 @@ static void commit_slot(applier *a, slot *s) {
   }
   if (esr_partition_publish(s->p, &err) != ESR_E_OK)
     esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", tname(a, s), (int)s->partition, err.msg);
+  int64_t next = esr_partition_next_offset(s->p);
+  if (s->replay_end > 0 && next >= s->replay_end) {
+    int64_t ms = esr_now_ms() - s->replay_started;
+    esr_log(ESR_LOG_INFO, "worker", "%s[%d]: caught up with the log seen at assignment: replayed %" PRId64
+            " events in %" PRId64 " ms", tname(a, s), (int)s->partition, next - s->replay_from, ms);
+    s->replay_end = 0;
+  }
+  const esr_config *cfg = a->w->cfg;
+  if (cfg->checkpoint_interval_events > 0 && next - s->cp_offset >= cfg->checkpoint_interval_events) {
+    esr_checkpointer_request(a->w->checkpointer, tname(a, s), s->partition);
+    s->cp_offset = next;
+    s->cp_at = esr_now_ms();
+  }
+}
+
+/* A changed partition whose last checkpoint is older than checkpoint.interval.ms gets one (called from tick). */
+static void checkpoint_if_old(applier *a, slot *s, int64_t now) {
+  const esr_config *cfg = a->w->cfg;
+  int64_t next = esr_partition_committed(s->p)->next_offset;
+  if (cfg->checkpoint_interval_ms > 0 && next > s->cp_offset && now - s->cp_at >= cfg->checkpoint_interval_ms) {
+    esr_checkpointer_request(a->w->checkpointer, tname(a, s), s->partition);
+    s->cp_offset = next;
+    s->cp_at = now;
+  }
 }
 
 static void stop_slot(applier *a, slot *s, const char *why) {
@@ -238,6 +272,12 @@ static int64_t open_slot(applier *a, size_t t, int32_t partition) {
   const char *topic = a->w->cfg->topics[t];
   esr_error err;
   int64_t t0 = esr_now_ms();
+  esr_recovery_result rr;
+  if (esr_recover(&a->recovery, topic, partition, &rr, &err) != ESR_E_OK) {
+    esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: partition stopped: %s", topic, (int)partition, err.msg);
+    free(s);
+    return -1;
+  }
   if (esr_partition_open(&a->env, topic, partition, sink_of(s), &s->p, &err) != ESR_E_OK) {
     esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: cannot open the partition, not consuming it: %s", topic, (int)partition,
             err.msg);
@@ -246,10 +286,19 @@ static int64_t open_slot(applier *a, size_t t, int32_t partition) {
   }
   ts->by_partition[partition] = s;
   const esr_position *pos = esr_partition_committed(s->p);
+  int64_t now = esr_now_ms();
+  s->cp_offset = pos->next_offset;
+  s->cp_at = now;
+  s->replay_from = pos->next_offset;
+  s->replay_started = now;
+  s->replay_end = rr.log_end > pos->next_offset ? rr.log_end : 0;
+  char behind[64] = "";
+  if (rr.log_end >= 0) snprintf(behind, sizeof behind, "; %" PRId64 " events to replay", rr.log_end - pos->next_offset);
   esr_log(ESR_LOG_INFO, "worker",
           "%s[%d]: assigned; resuming at offset %" PRId64 " (%" PRId64 " applied, %" PRId64
-          " dead-lettered so far; apply thread %d; opened in %" PRId64 " ms)",
-          topic, (int)partition, pos->next_offset, pos->applied, pos->dead, a->index, esr_now_ms() - t0);
+          " dead-lettered so far; apply thread %d; opened in %" PRId64 " ms); recovery: %s in %" PRId64 " ms%s%s%s",
+          topic, (int)partition, pos->next_offset, pos->applied, pos->dead, a->index, now - t0,
+          esr_recovery_step_name(rr.step), rr.elapsed_ms, behind, rr.detail[0] ? "; " : "", rr.detail);
   if (esr_partition_publish(s->p, &err) != ESR_E_OK)
     esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", topic, (int)partition, err.msg);
   return pos->next_offset;
@@ -260,6 +309,15 @@ static void close_slot(applier *a, slot *s) {
   esr_error err;
   commit_slot(a, s);
   esr_partition_rollback(s->p); /* a batch that could not commit is redone by the next owner */
+  int64_t next = esr_partition_committed(s->p)->next_offset;
+  if (a->w->cfg->checkpoint_on_release && next > s->cp_offset && next > 0) {
+    /* The next owner climbs the recovery ladder: leave it the newest state, so it replays (almost) nothing. */
+    int64_t at = -1;
+    if (esr_checkpointer_now(a->w->checkpointer, tname(a, s), s->partition, RELEASE_CHECKPOINT_MS, &at, &err) !=
+        ESR_E_OK)
+      esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: no checkpoint at release: %s", tname(a, s), (int)s->partition,
+              err.msg);
+  }
   int64_t deadline = esr_now_ms() + REVOKE_FLUSH_MS;
   while (esr_partition_in_flight(s->p) > 0 && esr_now_ms() < deadline) esr_publisher_poll(a->pub, 50);
   if (esr_partition_tick(s->p, &err) != ESR_E_OK)
@@ -347,6 +405,7 @@ static void tick(applier *a, int64_t now) {
     }
     esr_error err;
     if (esr_partition_tick(s->p, &err) != ESR_E_OK) lost_batch(a, s, &err);
+    checkpoint_if_old(a, s, now);
   }
   a->open_batches = open;
 }
@@ -631,6 +690,13 @@ static esr_code lock_state_dir(esr_worker *w, esr_error *err) {
   return ESR_E_OK;
 }
 
+static int log_bounds(void *arg, const char *topic, int32_t partition, int64_t *start, int64_t *end) {
+  esr_worker *w = arg;
+  return rd_kafka_query_watermark_offsets(w->rk, topic, partition, start, end, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR
+             ? 0
+             : -1;
+}
+
 static esr_code applier_init(esr_worker *w, applier *a, int index, esr_error *err) {
   a->w = w;
   a->index = index;
@@ -640,6 +706,17 @@ static esr_code applier_init(esr_worker *w, applier *a, int index, esr_error *er
     return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
   if (!(a->pub = esr_publisher_new(w->cfg, on_delivery, a, err))) return err->code;
   esr_publisher_warm(a->pub, w->cfg->dlq_topic);
+  if (w->cfg->checkpoint_store) {
+    esr_cpstore_opts so = {.endpoint = w->cfg->checkpoint_s3_endpoint, .region = w->cfg->checkpoint_s3_region};
+    esr_code rc = esr_cpstore_open(w->cfg->checkpoint_store, &so, &a->store, err);
+    if (rc != ESR_E_OK) return esr_error_prefix(err, "config: checkpoint.store");
+  }
+  a->recovery = (esr_recovery_env){.state_dir = w->cfg->state_dir,
+                                   .cp_dir = w->cp_dir,
+                                   .store = a->store,
+                                   .quick_check = w->cfg->recovery_quick_check,
+                                   .bounds = log_bounds,
+                                   .bounds_arg = w};
   a->env = (esr_partition_env){.registry = &w->registry,
                                .publisher = a->pub,
                                .state_dir = w->cfg->state_dir,
@@ -663,6 +740,7 @@ static void applier_fini(esr_worker *w, applier *a) {
   }
   if (a->queue) rd_kafka_queue_destroy(a->queue);
   esr_publisher_free(a->pub);
+  esr_cpstore_close(a->store);
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->cv);
 }
@@ -701,6 +779,17 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
   if ((rc = esr_registry_load(&w->registry, cfg->handlers, cfg->n_handlers, esr_host_api_table(), err)) != ESR_E_OK)
     goto fail;
   if ((rc = lock_state_dir(w, err)) != ESR_E_OK) goto fail;
+  if (cfg->checkpoint_dir)
+    snprintf(w->cp_dir, sizeof w->cp_dir, "%s", cfg->checkpoint_dir);
+  else
+    snprintf(w->cp_dir, sizeof w->cp_dir, "%s/checkpoints", cfg->state_dir);
+  esr_checkpointer_opts cpo = {.state_dir = cfg->state_dir,
+                               .cp_dir = w->cp_dir,
+                               .store_url = cfg->checkpoint_store,
+                               .store_opts = {.endpoint = cfg->checkpoint_s3_endpoint,
+                                              .region = cfg->checkpoint_s3_region},
+                               .keep = cfg->checkpoint_keep};
+  if ((rc = esr_checkpointer_new(&cpo, &w->checkpointer, err)) != ESR_E_OK) goto fail;
   char errstr[512];
   if (!w->commit_kafka) {
     /* librdkafka 2.0.2 needs a group handle for rd_kafka_assign even when no group is joined: a static worker
@@ -746,6 +835,7 @@ void esr_worker_free(esr_worker *w) {
       if (w->appliers[i].w) applier_fini(w, &w->appliers[i]);
     free(w->appliers);
   }
+  esr_checkpointer_free(w->checkpointer);
   if (w->rk) rd_kafka_destroy(w->rk);
   if (w->owner) {
     for (size_t t = 0; t < w->cfg->n_topics; t++) free(w->owner[t]);

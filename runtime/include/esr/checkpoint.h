@@ -38,10 +38,10 @@ typedef struct esr_manifest {
   uint8_t log_digest[32];
   int64_t applied; /* esr_offsets counters at the checkpoint */
   int64_t dead;
-  int64_t size;      /* bytes of the data file */
+  int64_t size;       /* bytes of the data file */
   uint8_t sha256[32]; /* of the data file */
-  char *esr_version; /* ESR_VERSION of the writer */
-  char *created_at;  /* UTC, RFC 3339 */
+  char *esr_version;  /* ESR_VERSION of the writer */
+  char *created_at;   /* UTC, RFC 3339 */
   esr_cp_handler *handlers;
   size_t n_handlers;
 } esr_manifest;

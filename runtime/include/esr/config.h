@@ -41,6 +41,15 @@ typedef struct esr_config {
   int sqlite_cache_mb;
   int apply_threads; /* 0: one per online CPU */
   int offsets_commit_sync; /* commit Kafka group offsets synchronously after every SQLite commit (slow; for tools) */
+  char *checkpoint_dir;    /* NULL: <state.dir>/checkpoints */
+  int checkpoint_interval_events; /* 0: no checkpoint by event count */
+  int checkpoint_interval_ms;     /* 0: no checkpoint by time */
+  int checkpoint_keep;
+  int checkpoint_on_release; /* checkpoint a changed partition before it is released (revocation, shutdown) */
+  char *checkpoint_store;    /* file:///path or s3://bucket/prefix, or NULL */
+  char *checkpoint_s3_endpoint;
+  char *checkpoint_s3_region;
+  int recovery_quick_check;
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
   size_t n_kafka;
 } esr_config;

@@ -14,7 +14,9 @@
  * ESR_E_CORRUPT for a checkpoint that is incomplete or does not match its manifest (try an older one), ESR_E_IO for
  * the network and the server (retriable later); lib_code holds the HTTP status, or curl's CURLcode (below 100) when no
  * response came. A store is used by one thread at a time (S3: it keeps one libcurl handle and its connection);
- * separate stores may be used from separate threads at once.
+ * separate stores may be used from separate threads at once. S3 limits: an object goes in one PUT, so up to 5 GiB; a
+ * bucket whose name has dots needs endpoint https://s3.<region>.amazonaws.com (path-style), as TLS certificates of
+ * virtual-hosted names do not cover them.
  */
 #ifndef ESR_CPSTORE_H
 #define ESR_CPSTORE_H

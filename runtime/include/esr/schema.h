@@ -42,8 +42,8 @@
 
 typedef struct cJSON cJSON;
 
-#define ESR_SCHEMA_MAX_DEPTH 512 /* nested subschema evaluations (instance depth plus in-place applicators) */
-#define ESR_SCHEMA_MAX_STEPS 2000000L /* work per validation: subschema evaluations, values compared, members visited */
+#define ESR_SCHEMA_MAX_DEPTH 512              /* nested evaluations: instance depth plus in-place applicators */
+#define ESR_SCHEMA_MAX_STEPS 2000000L         /* work per validation: subschemas, values compared, members visited */
 #define ESR_SCHEMA_REGEX_FIRST_LIMIT 1000U    /* PCRE2 match limit of a first attempt... */
 #define ESR_SCHEMA_REGEX_MATCH_LIMIT 1000000U /* ...and of the retry when the first attempt exceeded it */
 #define ESR_SCHEMA_REGEX_BUDGET 200000000UL   /* sum of the match limits granted in one validation */
@@ -79,7 +79,7 @@ esr_schema_set *esr_schema_set_load(const char *dir, esr_error *err);
 void esr_schema_set_free(esr_schema_set *set);
 /* The schema of (type, version), borrowed from the set; NULL when there is none. A hash lookup. */
 const esr_schema *esr_schema_set_find(const esr_schema_set *set, const char *type, int version);
-/* The highest version with a schema for `type`, 0 when the type has none (to tell "unknown version" from "no schema"). */
+/* The highest version with a schema for `type`, 0 when it has none (tells "unknown version" from "no schema"). */
 int esr_schema_set_latest(const esr_schema_set *set, const char *type);
 size_t esr_schema_set_count(const esr_schema_set *set);
 /* The i-th schema in (type, version) order, i < count; `type` and `version` are optional outputs (borrowed). */

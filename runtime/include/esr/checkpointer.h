@@ -1,0 +1,41 @@
+/* esr/checkpointer.h — the worker's background checkpoint thread.
+ *
+ * Apply threads ask for checkpoints; one background thread takes them, so that copying a partition database (seconds
+ * for hundreds of MB) never holds up the apply loop: each job writes a local checkpoint (esr_checkpoint_write, from a
+ * read connection of its own while the partition keeps committing), keeps the newest `keep` locally, uploads it to
+ * the remote store when one is configured (data, then manifest) and keeps the newest `keep` there. A partition has at
+ * most one job queued at a time. esr_checkpointer_now queues a job and waits for it (used when a partition is
+ * released, so that its next owner finds the newest state). The thread logs each checkpoint and each failure itself:
+ * there is no caller to return them to. A failed checkpoint only costs a longer replay later.
+ */
+#ifndef ESR_CHECKPOINTER_H
+#define ESR_CHECKPOINTER_H
+
+#include <stdint.h>
+
+#include "esr/cpstore.h"
+#include "esr/error.h"
+
+typedef struct esr_checkpointer esr_checkpointer;
+
+typedef struct esr_checkpointer_opts {
+  const char *state_dir;
+  const char *cp_dir;
+  const char *store_url; /* NULL: local checkpoints only */
+  esr_cpstore_opts store_opts;
+  int keep;
+} esr_checkpointer_opts;
+
+/* Opens the remote store (a bad URL is ESR_E_CONFIG) and starts the thread. */
+esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointer **out, esr_error *err);
+/* Cancels a copy under way, finishes nothing else, joins the thread. NULL is a no-op. */
+void esr_checkpointer_free(esr_checkpointer *c);
+/* Queues a checkpoint of topic/partition unless one is queued already. Never blocks on the copy. */
+void esr_checkpointer_request(esr_checkpointer *c, const char *topic, int32_t partition);
+/* Queues one and waits up to timeout_ms for it (only the partition's owning thread may wait on it). Sets *next_offset (when not NULL) to the checkpoint's offset. */
+esr_code esr_checkpointer_now(esr_checkpointer *c, const char *topic, int32_t partition, int timeout_ms,
+                              int64_t *next_offset, esr_error *err);
+/* Waits up to timeout_ms until no job is queued or running; returns the number left. */
+int esr_checkpointer_drain(esr_checkpointer *c, int timeout_ms);
+
+#endif

@@ -1,0 +1,57 @@
+/* esr/recovery.h — the recovery ladder: how a partition's live database comes to be before the partition opens.
+ *
+ * Candidates are the live database (when it passes `PRAGMA quick_check` and holds this partition's position), the
+ * newest valid local checkpoint and the newest checkpoint in the remote store. The one with the highest next_offset
+ * wins, because recovery must be as short as the newest checkpoint allows (a partition that comes back to a node after
+ * running elsewhere finds a newer remote checkpoint than its old live database); ties go to the live database, then the
+ * local checkpoint, then the remote one (no copy needed). The winner must be covered by the log: its next_offset must
+ * lie within [log start, log end]. A candidate below the log start cannot resume (retention deleted events it never
+ * applied) and one beyond the log end belongs to another log (a recreated topic); when no candidate is usable the
+ * partition is rebuilt from the log alone if the log still starts at 0, and otherwise refused (ESR_E_GAP) with the
+ * needed offset and the log start in the message — never started anywhere else. A corrupt live database or checkpoint
+ * is moved aside (never deleted) and the ladder goes on. Runs on the thread that will own the partition, with no
+ * connection open on its live database.
+ */
+#ifndef ESR_RECOVERY_H
+#define ESR_RECOVERY_H
+
+#include <stdint.h>
+
+#include "esr/cpstore.h"
+#include "esr/error.h"
+
+typedef enum esr_recovery_step {
+  ESR_RECOVERY_LIVE = 1,   /* the live database, as it is */
+  ESR_RECOVERY_LOCAL = 2,  /* restored from a local checkpoint */
+  ESR_RECOVERY_REMOTE = 3, /* fetched from the remote store and restored */
+  ESR_RECOVERY_LOG = 4,    /* a fresh database, the whole log replayed */
+} esr_recovery_step;
+
+/* The log's bounds for the partition: first and next offset (low and high watermarks). Returns 0, or -1 when they
+ * cannot be known now (then coverage is not checked up front; the consumer's auto.offset.reset=error still refuses a
+ * gap when fetching). */
+typedef int (*esr_log_bounds_fn)(void *arg, const char *topic, int32_t partition, int64_t *start, int64_t *end);
+
+typedef struct esr_recovery_env {
+  const char *state_dir;
+  const char *cp_dir; /* local checkpoints */
+  esr_cpstore *store; /* remote checkpoints, or NULL */
+  int quick_check;    /* run PRAGMA quick_check on the live database */
+  esr_log_bounds_fn bounds;
+  void *bounds_arg;
+} esr_recovery_env;
+
+typedef struct esr_recovery_result {
+  esr_recovery_step step;
+  int64_t next_offset; /* where the partition resumes */
+  int64_t log_start, log_end; /* -1 when unknown */
+  int64_t elapsed_ms;
+  char detail[512]; /* what was found and done, for the log line (quarantined files, skipped candidates) */
+} esr_recovery_result;
+
+const char *esr_recovery_step_name(esr_recovery_step step);
+/* Climbs the ladder for topic/partition. ESR_E_GAP when the partition must be refused; other codes for I/O errors. */
+esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t partition, esr_recovery_result *out,
+                     esr_error *err);
+
+#endif

@@ -1,0 +1,253 @@
+/* checkpointer.c — a thread that writes, prunes and uploads partition checkpoints, one job at a time. */
+#include "esr/checkpointer.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "esr/checkpoint.h"
+#include "esr/clock.h"
+#include "esr/log.h"
+#include "esr/store.h"
+
+typedef struct job {
+  char *topic;
+  int32_t partition;
+  int waited;   /* someone waits on it: keep it after it ran, they free it */
+  int done;
+  esr_code rc;
+  esr_error err;
+  int64_t next_offset;
+  struct job *next;
+} job;
+
+struct esr_checkpointer {
+  esr_checkpointer_opts opts;
+  char *state_dir, *cp_dir;
+  esr_cpstore *store;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* jobs queued, a job done, stop */
+  job *head, *tail;
+  int running; /* a job is being worked on */
+  int stop;
+  _Atomic int cancel;
+};
+
+static int cancelled(void *arg) { return atomic_load(&((esr_checkpointer *)arg)->cancel); }
+
+static void run(esr_checkpointer *c, job *j) {
+  char db[4096];
+  esr_store_path(db, sizeof db, c->state_dir, j->topic, j->partition);
+  esr_checkpoint_opts o = {.progress = cancelled, .progress_arg = c};
+  esr_manifest *m = NULL;
+  int64_t t0 = esr_now_ms();
+  j->rc = esr_checkpoint_write(db, c->cp_dir, j->topic, j->partition, &o, &m, &j->err);
+  if (j->rc != ESR_E_OK) {
+    if (j->rc != ESR_E_STATE || !atomic_load(&c->cancel))
+      esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: checkpoint failed: %s", j->topic, (int)j->partition, j->err.msg);
+    return;
+  }
+  int64_t written = esr_now_ms() - t0;
+  j->next_offset = m->next_offset;
+  esr_error e;
+  if (esr_checkpoint_prune(c->cp_dir, j->topic, j->partition, c->opts.keep, &e) != ESR_E_OK)
+    esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: pruning local checkpoints: %s", j->topic, (int)j->partition, e.msg);
+  int64_t uploaded = -1;
+  if (c->store) {
+    int64_t t1 = esr_now_ms();
+    if (esr_cpstore_upload(c->store, c->cp_dir, m, &e) != ESR_E_OK) {
+      esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: upload of checkpoint %" PRId64 " to %s failed: %s", j->topic,
+              (int)j->partition, m->next_offset, esr_cpstore_url(c->store), e.msg);
+    } else {
+      uploaded = esr_now_ms() - t1;
+      if (esr_cpstore_prune(c->store, j->topic, j->partition, c->opts.keep, &e) != ESR_E_OK)
+        esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: pruning remote checkpoints: %s", j->topic, (int)j->partition,
+                e.msg);
+    }
+  }
+  if (uploaded >= 0)
+    esr_log(ESR_LOG_INFO, "checkpoint",
+            "%s[%d]: checkpoint at offset %" PRId64 " (%.1f MB) written in %" PRId64 " ms, uploaded in %" PRId64 " ms",
+            j->topic, (int)j->partition, m->next_offset, (double)m->size / 1e6, written, uploaded);
+  else
+    esr_log(ESR_LOG_INFO, "checkpoint", "%s[%d]: checkpoint at offset %" PRId64 " (%.1f MB) written in %" PRId64 " ms",
+            j->topic, (int)j->partition, m->next_offset, (double)m->size / 1e6, written);
+  esr_manifest_free(m);
+}
+
+static void job_free(job *j) {
+  if (!j) return;
+  free(j->topic);
+  free(j);
+}
+
+static void *thread_main(void *arg) {
+  esr_checkpointer *c = arg;
+  pthread_mutex_lock(&c->mu);
+  for (;;) {
+    while (!c->head && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
+    if (c->stop) break;
+    job *j = c->head;
+    c->head = j->next;
+    if (!c->head) c->tail = NULL;
+    c->running = 1;
+    pthread_mutex_unlock(&c->mu);
+    run(c, j);
+    pthread_mutex_lock(&c->mu);
+    c->running = 0;
+    j->done = 1;
+    if (!j->waited) job_free(j);
+    pthread_cond_broadcast(&c->cv);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}
+
+esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointer **out, esr_error *err) {
+  *out = NULL;
+  esr_checkpointer *c = calloc(1, sizeof *c);
+  if (!c) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  c->opts = *opts;
+  if (c->opts.keep < 1) c->opts.keep = 1;
+  c->state_dir = strdup(opts->state_dir);
+  c->cp_dir = strdup(opts->cp_dir);
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  esr_code rc = ESR_E_OK;
+  if (!c->state_dir || !c->cp_dir) {
+    rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    goto fail;
+  }
+  if (opts->store_url && (rc = esr_cpstore_open(opts->store_url, &opts->store_opts, &c->store, err)) != ESR_E_OK) {
+    esr_error_prefix(err, "config: checkpoint.store");
+    goto fail;
+  }
+  if (pthread_create(&c->thread, NULL, thread_main, c) != 0) {
+    rc = esr_error_set(err, ESR_E_NOMEM, 0, "cannot start the checkpoint thread");
+    goto fail;
+  }
+  *out = c;
+  return ESR_E_OK;
+fail:
+  esr_cpstore_close(c->store);
+  free(c->state_dir);
+  free(c->cp_dir);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+  return rc;
+}
+
+void esr_checkpointer_free(esr_checkpointer *c) {
+  if (!c) return;
+  atomic_store(&c->cancel, 1);
+  pthread_mutex_lock(&c->mu);
+  c->stop = 1;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  pthread_join(c->thread, NULL);
+  for (job *j = c->head, *n; j; j = n) {
+    n = j->next;
+    if (!j->waited) job_free(j); /* waited jobs belong to their waiters, who are gone by now */
+  }
+  esr_cpstore_close(c->store);
+  free(c->state_dir);
+  free(c->cp_dir);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
+/* Queues a job; returns the queued one for this partition when there is one already (then *fresh = 0). Under mu. */
+static job *enqueue(esr_checkpointer *c, const char *topic, int32_t partition, int *fresh) {
+  for (job *j = c->head; j; j = j->next)
+    if (j->partition == partition && strcmp(j->topic, topic) == 0) {
+      *fresh = 0;
+      return j;
+    }
+  job *j = calloc(1, sizeof *j);
+  if (!j || !(j->topic = strdup(topic))) {
+    free(j);
+    return NULL;
+  }
+  j->partition = partition;
+  if (c->tail)
+    c->tail->next = j;
+  else
+    c->head = j;
+  c->tail = j;
+  *fresh = 1;
+  pthread_cond_broadcast(&c->cv);
+  return j;
+}
+
+void esr_checkpointer_request(esr_checkpointer *c, const char *topic, int32_t partition) {
+  int fresh;
+  pthread_mutex_lock(&c->mu);
+  if (!c->stop) enqueue(c, topic, partition, &fresh);
+  pthread_mutex_unlock(&c->mu);
+}
+
+esr_code esr_checkpointer_now(esr_checkpointer *c, const char *topic, int32_t partition, int timeout_ms,
+                              int64_t *next_offset, esr_error *err) {
+  pthread_mutex_lock(&c->mu);
+  int fresh = 0;
+  job *j = c->stop ? NULL : enqueue(c, topic, partition, &fresh);
+  if (!j) {
+    pthread_mutex_unlock(&c->mu);
+    return esr_error_set(err, ESR_E_STATE, 0, "the checkpoint thread is stopping");
+  }
+  if (j->waited) { /* only the partition's owner waits on its checkpoint: a second waiter is a caller's bug */
+    pthread_mutex_unlock(&c->mu);
+    return esr_error_set(err, ESR_E_STATE, 0, "a checkpoint of %s[%d] is already awaited", topic, (int)partition);
+  }
+  j->waited = 1;
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += timeout_ms / 1000;
+  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  int timed_out = 0;
+  while (!j->done && !c->stop && !timed_out) timed_out = pthread_cond_timedwait(&c->cv, &c->mu, &until) != 0;
+  esr_code rc;
+  if (j->done) {
+    rc = j->rc;
+    if (rc != ESR_E_OK && err) *err = j->err;
+    if (next_offset) *next_offset = j->next_offset;
+    job_free(j);
+  } else {
+    j->waited = 0; /* the thread frees it when it is done (or at stop) */
+    rc = esr_error_set(err, ESR_E_IO, 0, "checkpoint of %s[%d] not done within %d ms", topic, (int)partition,
+                       timeout_ms);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+int esr_checkpointer_drain(esr_checkpointer *c, int timeout_ms) {
+  int64_t deadline = esr_now_ms() + timeout_ms;
+  pthread_mutex_lock(&c->mu);
+  int left;
+  for (;;) {
+    left = c->running;
+    for (job *j = c->head; j; j = j->next) left++;
+    if (!left || c->stop || esr_now_ms() >= deadline) break;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return left;
+}

@@ -1,0 +1,276 @@
+/* recovery.c — the recovery ladder: pick the newest usable state of a partition (live database, local checkpoint,
+ * remote checkpoint, or none), check the log covers it, put it in place. */
+#include "esr/recovery.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "esr/checkpoint.h"
+#include "esr/clock.h"
+#include "esr/store.h"
+
+const char *esr_recovery_step_name(esr_recovery_step step) {
+  switch (step) {
+  case ESR_RECOVERY_LIVE: return "live database";
+  case ESR_RECOVERY_LOCAL: return "local checkpoint";
+  case ESR_RECOVERY_REMOTE: return "remote checkpoint";
+  case ESR_RECOVERY_LOG: return "log replay from offset 0";
+  }
+  return "?";
+}
+
+static void note(esr_recovery_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(esr_recovery_result *r, const char *fmt, ...) {
+  size_t len = strlen(r->detail);
+  if (len + 3 >= sizeof r->detail) return;
+  if (len) {
+    memcpy(r->detail + len, "; ", 3);
+    len += 2;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->detail + len, sizeof r->detail - len, fmt, ap);
+  va_end(ap);
+}
+
+static int exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* Renames the live database and its -wal/-shm to "<live>.corrupt-<UTC time>": kept for inspection, never deleted. */
+static void move_aside(const char *live, char *aside, size_t cap) {
+  char stamp[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+  snprintf(aside, cap, "%s.corrupt-%s", live, stamp);
+  static const char *const sfx[] = {"-wal", "-shm", "-journal"};
+  for (int i = 0; i < 3; i++) {
+    char from[4200], to[4200];
+    snprintf(from, sizeof from, "%s%s", live, sfx[i]);
+    snprintf(to, sizeof to, "%s%s", aside, sfx[i]);
+    if (exists(from)) rename(from, to);
+  }
+  rename(live, aside);
+}
+
+/* Checks the live database: it opens, passes quick_check (when asked) and holds this partition's position (or none
+ * yet). Sets *next to its next_offset. ESR_E_CORRUPT when it must not be used. */
+static esr_code check_live(const char *live, const char *topic, int32_t partition, int quick_check, int64_t *next,
+                           esr_error *err) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  esr_code rc = ESR_E_OK;
+  *next = 0;
+  if (sqlite3_open_v2(live, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+    rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "cannot open: %s", sqlite3_errmsg(db));
+    goto out;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  if (quick_check) {
+    if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+      rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "quick_check could not run: %s",
+                         sqlite3_errmsg(db));
+      goto out;
+    }
+    const char *res = (const char *)sqlite3_column_text(st, 0);
+    if (!res || strcmp(res, "ok") != 0) {
+      rc = esr_error_set(err, ESR_E_CORRUPT, 0, "quick_check: %s", res ? res : "(no answer)");
+      goto out;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+  }
+  int prc = sqlite3_prepare_v2(db, "SELECT topic, partition, next_offset FROM esr_offsets", -1, &st, NULL);
+  if (prc != SQLITE_OK) {
+    /* A database that never opened as a partition (no esr tables): nothing in it, start from the ladder below. */
+    if (strstr(sqlite3_errmsg(db), "no such table")) goto out;
+    rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "reading esr_offsets: %s",
+                       sqlite3_errmsg(db));
+    goto out;
+  }
+  int step = sqlite3_step(st);
+  if (step == SQLITE_ROW) {
+    const char *t = (const char *)sqlite3_column_text(st, 0);
+    if (!t || strcmp(t, topic) != 0 || sqlite3_column_int(st, 1) != partition) {
+      rc = esr_error_set(err, ESR_E_CORRUPT, 0, "it holds the position of %s-%d", t ? t : "?",
+                         sqlite3_column_int(st, 1));
+      goto out;
+    }
+    *next = sqlite3_column_int64(st, 2);
+  } else if (step != SQLITE_DONE) {
+    rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "reading esr_offsets: %s",
+                       sqlite3_errmsg(db));
+  }
+out:
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return rc;
+}
+
+typedef struct reject_ctx {
+  const esr_recovery_env *env;
+  esr_recovery_result *r;
+} reject_ctx;
+
+static void on_reject(void *arg, const char *topic, int32_t partition, int64_t next_offset, const esr_error *why) {
+  reject_ctx *rc = arg;
+  note(rc->r, "local checkpoint %" PRId64 " is invalid (%s): quarantined", next_offset, why->msg);
+  esr_checkpoint_quarantine(rc->env->cp_dir, topic, partition, next_offset, NULL);
+}
+
+/* Whether the log holds what a state at `next` needs: [next, end) must still be there. */
+static int covered(const esr_recovery_result *r, int64_t next) {
+  if (r->log_start < 0) return 1; /* unknown: the consumer refuses a gap when it fetches */
+  return next >= r->log_start && next <= r->log_end;
+}
+
+esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t partition, esr_recovery_result *r,
+                     esr_error *err) {
+  memset(r, 0, sizeof *r);
+  int64_t t0 = esr_now_ms();
+  r->log_start = r->log_end = -1;
+  if (env->bounds && env->bounds(env->bounds_arg, topic, partition, &r->log_start, &r->log_end) != 0) {
+    r->log_start = r->log_end = -1;
+    note(r, "log bounds unknown (broker unreachable?)");
+  }
+  char live[4096];
+  esr_store_path(live, sizeof live, env->state_dir, topic, partition);
+
+  /* Candidate 1: the live database. */
+  int64_t live_next = -1;
+  if (exists(live)) {
+    esr_error e = {0};
+    if (check_live(live, topic, partition, env->quick_check, &live_next, &e) != ESR_E_OK) {
+      char aside[4300];
+      move_aside(live, aside, sizeof aside);
+      note(r, "live database unusable (%s): moved to %s", e.msg, aside);
+      live_next = -1;
+    } else if (!covered(r, live_next)) {
+      note(r, "live database at offset %" PRId64 " is outside the log [%" PRId64 ", %" PRId64 ")", live_next,
+           r->log_start, r->log_end);
+    }
+  }
+
+  /* Candidate 2: the newest valid local checkpoint. */
+  esr_manifest *local = NULL;
+  reject_ctx rctx = {env, r};
+  esr_code rc = esr_checkpoint_newest_valid(env->cp_dir, topic, partition, on_reject, &rctx, &local, err);
+  if (rc != ESR_E_OK) return esr_error_prefix(err, "%s[%d]: local checkpoints", topic, (int)partition);
+
+  /* Candidate 3: the newest checkpoint in the remote store (listed now, fetched only if chosen). */
+  esr_manifest_list *remote = NULL;
+  if (env->store) {
+    esr_error e = {0};
+    if (esr_cpstore_list(env->store, topic, partition, &remote, &e) != ESR_E_OK) {
+      note(r, "remote store %s not listed (%s)", esr_cpstore_url(env->store), e.msg);
+      remote = NULL;
+    }
+  }
+
+  for (;;) {
+    int64_t best = -1;
+    esr_recovery_step step = ESR_RECOVERY_LOG;
+    if (live_next >= 0 && covered(r, live_next)) {
+      best = live_next;
+      step = ESR_RECOVERY_LIVE;
+    }
+    if (local && covered(r, local->next_offset) && local->next_offset > best) {
+      best = local->next_offset;
+      step = ESR_RECOVERY_LOCAL;
+    }
+    size_t ri = 0;
+    if (remote) {
+      while (ri < remote->n && !covered(r, remote->v[ri]->next_offset)) ri++;
+      if (ri < remote->n && remote->v[ri]->next_offset > best) {
+        best = remote->v[ri]->next_offset;
+        step = ESR_RECOVERY_REMOTE;
+      }
+    }
+    if (step == ESR_RECOVERY_LOG) {
+      if (r->log_start > 0) {
+        int64_t newest = live_next;
+        if (local && local->next_offset > newest) newest = local->next_offset;
+        if (remote && remote->n && remote->v[0]->next_offset > newest) newest = remote->v[0]->next_offset;
+        int64_t need = newest < 0 ? 0 : newest;
+        rc = esr_error_set(err, ESR_E_GAP, 0,
+                           "%s[%d]: refused: the log no longer holds offset %" PRId64 " (needed to resume from the "
+                           "newest state found; the log now starts at %" PRId64 " and ends at %" PRId64 "): %" PRId64
+                           " events were deleted by retention before they were applied. Refusing to skip them: "
+                           "restore a checkpoint at offset >= %" PRId64 " (%s)",
+                           topic, (int)partition, need, r->log_start, r->log_end, r->log_start - need, r->log_start,
+                           r->detail[0] ? r->detail : "no checkpoint found");
+        goto out;
+      }
+      if (exists(live)) { /* an unusable live database outside the log: keep it for inspection */
+        char aside[4300];
+        move_aside(live, aside, sizeof aside);
+        note(r, "live database moved to %s", aside);
+      }
+      r->step = ESR_RECOVERY_LOG;
+      r->next_offset = 0;
+      break;
+    }
+    if (step == ESR_RECOVERY_LIVE) {
+      r->step = step;
+      r->next_offset = live_next;
+      break;
+    }
+    const esr_manifest *m = local;
+    if (step == ESR_RECOVERY_REMOTE) {
+      esr_error e = {0};
+      m = remote->v[ri];
+      if (esr_cpstore_fetch(env->store, m, env->cp_dir, &e) != ESR_E_OK) {
+        note(r, "remote checkpoint %" PRId64 " not fetched (%s)", m->next_offset, e.msg);
+        if (e.code != ESR_E_CORRUPT) { /* the store is unreachable: use what is here */
+          esr_manifest_list_free(remote);
+          remote = NULL;
+        } else { /* try the next older one */
+          esr_manifest_free(remote->v[ri]);
+          memmove(&remote->v[ri], &remote->v[ri + 1], (remote->n - ri - 1) * sizeof *remote->v);
+          remote->n--;
+        }
+        continue;
+      }
+    }
+    char moved[4300] = "";
+    esr_error e = {0};
+    if (esr_checkpoint_restore(env->cp_dir, m, env->state_dir, ESR_RESTORE_KEEP_OLD, moved, sizeof moved, &e) !=
+        ESR_E_OK) {
+      if (e.code != ESR_E_CORRUPT) {
+        rc = esr_error_set(err, e.code, e.lib_code, "%s[%d]: restoring checkpoint %" PRId64 ": %s", topic,
+                           (int)partition, m->next_offset, e.msg);
+        goto out;
+      }
+      note(r, "checkpoint %" PRId64 " failed to restore (%s): quarantined", m->next_offset, e.msg);
+      esr_checkpoint_quarantine(env->cp_dir, topic, partition, m->next_offset, NULL);
+      if (step == ESR_RECOVERY_LOCAL) {
+        esr_manifest_free(local);
+        local = NULL;
+      } else {
+        esr_manifest_free(remote->v[ri]);
+        memmove(&remote->v[ri], &remote->v[ri + 1], (remote->n - ri - 1) * sizeof *remote->v);
+        remote->n--;
+      }
+      continue;
+    }
+    if (moved[0]) note(r, "previous live database kept as %s", moved);
+    r->step = step;
+    r->next_offset = m->next_offset;
+    break;
+  }
+  rc = ESR_E_OK;
+out:
+  r->elapsed_ms = esr_now_ms() - t0;
+  esr_manifest_free(local);
+  esr_manifest_list_free(remote);
+  return rc;
+}
