@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cp_internal.h"
+#include "esr/digest.h"
 #include "esr/json.h"
 #include "esr/store.h"
 
@@ -30,18 +31,9 @@
 
 /* ---- small helpers ---------------------------------------------------------------------------------------------- */
 
-static esr_code io_error(esr_error *err, const char *what, const char *path) {
+esr_code esr__cp_io_error(esr_error *err, const char *what, const char *path) {
   int e = errno;
   return esr_error_set(err, ESR_E_IO, e, "%s %s: %s", what, path, strerror(e));
-}
-
-static void hex_encode(const uint8_t *in, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[in[i] >> 4];
-    out[2 * i + 1] = digits[in[i] & 15];
-  }
-  out[2 * n] = '\0';
 }
 
 static int hex_value(char c) {
@@ -117,7 +109,7 @@ static esr_code make_dirs(const char *path, esr_error *err) {
     if (*p != '/' && *p != '\0') continue;
     char c = *p;
     *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return io_error(err, "cannot create directory", buf);
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return esr__cp_io_error(err, "cannot create directory", buf);
     *p = c;
     if (!c) break;
   }
@@ -126,12 +118,12 @@ static esr_code make_dirs(const char *path, esr_error *err) {
 
 static esr_code fsync_dir(const char *dir, esr_error *err) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return io_error(err, "cannot open directory", dir);
+  if (fd < 0) return esr__cp_io_error(err, "cannot open directory", dir);
   int rc = fsync(fd);
   int e = errno;
   close(fd);
   errno = e;
-  return rc == 0 ? ESR_E_OK : io_error(err, "cannot fsync directory", dir);
+  return rc == 0 ? ESR_E_OK : esr__cp_io_error(err, "cannot fsync directory", dir);
 }
 
 /* The directory part of `path` into buf. */
@@ -147,7 +139,7 @@ static void dir_of(const char *path, char *buf, size_t cap) {
 }
 
 static esr_code unlink_if_present(const char *path, esr_error *err) {
-  if (unlink(path) != 0 && errno != ENOENT) return io_error(err, "cannot remove", path);
+  if (unlink(path) != 0 && errno != ENOENT) return esr__cp_io_error(err, "cannot remove", path);
   return ESR_E_OK;
 }
 
@@ -156,10 +148,10 @@ static esr_code lock_dir(const char *dir, int *fd_out, esr_error *err) {
   char path[PATH_CAP];
   snprintf(path, sizeof path, "%s/.lock", dir);
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return io_error(err, "cannot open lock file", path);
+  if (fd < 0) return esr__cp_io_error(err, "cannot open lock file", path);
   while (flock(fd, LOCK_EX) != 0) {
     if (errno == EINTR) continue;
-    esr_code rc = io_error(err, "cannot lock", path);
+    esr_code rc = esr__cp_io_error(err, "cannot lock", path);
     close(fd);
     return rc;
   }
@@ -180,56 +172,68 @@ esr_code esr_checkpoint_tmpfile(const char *cp_dir, const char *topic, int32_t p
   if ((size_t)snprintf(buf, cap, "%s/" TMP_PREFIX "XXXXXX", dir) >= cap)
     return esr_error_set(err, ESR_E_CONFIG, 0, "checkpoint path too long: %s", dir);
   int fd = mkstemp(buf);
-  if (fd < 0) return io_error(err, "cannot create temporary file in", dir);
+  if (fd < 0) return esr__cp_io_error(err, "cannot create temporary file in", dir);
   close(fd);
   return ESR_E_OK;
 }
 
-/* Reads all of `fd` through SHA-256; fsyncs it too when asked (one pass for both). */
-static esr_code hash_fd(int fd, const char *path, uint8_t sha[32], int64_t *size, esr_error *err) {
+esr_code esr__cp_stream(const char *src, int out_fd, const char *out_path, uint8_t sha[32], int64_t *size,
+                        esr_error *err) {
   esr_code rc = ESR_E_OK;
+  int in = open(src, O_RDONLY | O_CLOEXEC);
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   unsigned char *buf = malloc(COPY_CHUNK);
   int64_t total = 0;
+  if (in < 0) {
+    rc = esr__cp_io_error(err, "cannot open", src);
+    goto done;
+  }
   if (!ctx || !buf) {
     rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
     goto done;
   }
   EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
   for (;;) {
-    ssize_t n = read(fd, buf, COPY_CHUNK);
+    ssize_t n = read(in, buf, COPY_CHUNK);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      rc = io_error(err, "cannot read", path);
+      rc = esr__cp_io_error(err, "cannot read", src);
       goto done;
     }
     if (n == 0) break;
     EVP_DigestUpdate(ctx, buf, (size_t)n);
     total += n;
+    for (ssize_t off = 0; out_fd >= 0 && off < n;) {
+      ssize_t w = write(out_fd, buf + off, (size_t)(n - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        rc = esr__cp_io_error(err, "cannot write", out_path);
+        goto done;
+      }
+      off += w;
+    }
   }
   unsigned int len = 32;
-  EVP_DigestFinal_ex(ctx, sha, &len);
-  *size = total;
+  uint8_t digest[32];
+  EVP_DigestFinal_ex(ctx, digest, &len);
+  if (sha) memcpy(sha, digest, 32);
+  if (size) *size = total;
 done:
+  if (in >= 0) close(in);
   EVP_MD_CTX_free(ctx);
   free(buf);
   return rc;
 }
 
 esr_code esr_file_sha256(const char *path, uint8_t sha256[32], int64_t *size, esr_error *err) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_error(err, "cannot open", path);
-  esr_code rc = hash_fd(fd, path, sha256, size, err);
-  close(fd);
-  return rc;
+  return esr__cp_stream(path, -1, NULL, sha256, size, err);
 }
 
-/* Hashes and fsyncs a file we wrote. */
-static esr_code hash_and_sync(const char *path, uint8_t sha[32], int64_t *size, esr_error *err) {
+/* Makes a file we wrote durable (and readable by others). */
+static esr_code sync_file(const char *path, esr_error *err) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_error(err, "cannot open", path);
-  esr_code rc = hash_fd(fd, path, sha, size, err);
-  if (rc == ESR_E_OK && (fchmod(fd, 0644) != 0 || fsync(fd) != 0)) rc = io_error(err, "cannot fsync", path);
+  if (fd < 0) return esr__cp_io_error(err, "cannot open", path);
+  esr_code rc = fchmod(fd, 0644) != 0 || fsync(fd) != 0 ? esr__cp_io_error(err, "cannot fsync", path) : ESR_E_OK;
   close(fd);
   return rc;
 }
@@ -237,7 +241,7 @@ static esr_code hash_and_sync(const char *path, uint8_t sha[32], int64_t *size, 
 static esr_code read_small_file(const char *path, char **out, size_t *len, esr_error *err) {
   *out = NULL;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_error(err, "cannot open", path);
+  if (fd < 0) return esr__cp_io_error(err, "cannot open", path);
   esr_code rc = ESR_E_OK;
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
@@ -262,7 +266,7 @@ static esr_code read_small_file(const char *path, char **out, size_t *len, esr_e
     ssize_t got = read(fd, buf + n, cap - n - 1);
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
-      rc = io_error(err, "cannot read", path);
+      rc = esr__cp_io_error(err, "cannot read", path);
       goto fail;
     }
     if (got == 0) break;
@@ -285,30 +289,30 @@ static esr_code write_file_atomic(const char *path, const char *data, size_t len
   dir_of(path, dir, sizeof dir);
   snprintf(tmp, sizeof tmp, "%s/" TMP_PREFIX "XXXXXX", dir);
   int fd = mkstemp(tmp);
-  if (fd < 0) return io_error(err, "cannot create temporary file in", dir);
+  if (fd < 0) return esr__cp_io_error(err, "cannot create temporary file in", dir);
   esr_code rc = ESR_E_OK;
   size_t done = 0;
   while (done < len) {
     ssize_t n = write(fd, data + done, len - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      rc = io_error(err, "cannot write", tmp);
+      rc = esr__cp_io_error(err, "cannot write", tmp);
       goto fail;
     }
     done += (size_t)n;
   }
   if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
-    rc = io_error(err, "cannot fsync", tmp);
+    rc = esr__cp_io_error(err, "cannot fsync", tmp);
     goto fail;
   }
   if (close(fd) != 0) {
     fd = -1;
-    rc = io_error(err, "cannot close", tmp);
+    rc = esr__cp_io_error(err, "cannot close", tmp);
     goto fail;
   }
   fd = -1;
   if (rename(tmp, path) != 0) {
-    rc = io_error(err, "cannot rename to", path);
+    rc = esr__cp_io_error(err, "cannot rename to", path);
     goto fail;
   }
   return fsync_dir(dir, err);
@@ -360,8 +364,8 @@ static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 char *esr_manifest_json(const esr_manifest *m, esr_error *err) {
   char digest[65], sha[65];
-  hex_encode(m->log_digest, 32, digest);
-  hex_encode(m->sha256, 32, sha);
+  esr_digest_hex(m->log_digest, digest);
+  esr_digest_hex(m->sha256, sha);
   char *text = NULL;
   cJSON *root = cJSON_CreateObject(), *handlers = NULL;
   if (!root) goto fail;
@@ -523,7 +527,7 @@ static esr_code sqlite_fail(sqlite3 *db, esr_error *err, const char *what, const
   return esr_error_set(err, c, code, "%s %s: %s", what, path, msg);
 }
 
-/* Reads the one esr_offsets row (and, when m_handlers is set, esr_handlers) of the database at `path` into m. */
+/* Reads the one esr_offsets row (and, with_handlers, the esr_handlers rows) of the open copy at `path` into m. */
 static esr_code read_copy(sqlite3 *db, const char *path, esr_manifest *m, int with_handlers, esr_error *err) {
   sqlite3_stmt *st = NULL;
   esr_code rc = ESR_E_OK;
@@ -641,8 +645,8 @@ static esr_code verify_file(const char *path, const esr_manifest *m, esr_error *
                          path, size, m->size);
   if (memcmp(sha, m->sha256, 32) != 0) {
     char got[65], want[65];
-    hex_encode(sha, 32, got);
-    hex_encode(m->sha256, 32, want);
+    esr_digest_hex(sha, got);
+    esr_digest_hex(m->sha256, want);
     return esr_error_set(err, ESR_E_CORRUPT, 0, "%s: SHA-256 %s, the manifest says %s", path, got, want);
   }
   return check_position(path, m, err);
@@ -727,7 +731,7 @@ static esr_code publish(const char *cp_dir, const esr_manifest *m, const char *t
   if (!(text = esr_manifest_json(m, err))) return ESR_E_NOMEM;
   if ((rc = unlink_if_present(json, err)) != ESR_E_OK) goto done;
   if (rename(tmp, data) != 0) {
-    rc = io_error(err, "cannot rename to", data);
+    rc = esr__cp_io_error(err, "cannot rename to", data);
     goto done;
   }
   /* The data file's name must be durable before a manifest can vouch for it. */
@@ -755,7 +759,8 @@ esr_code esr_checkpoint_write(const char *db_path, const char *cp_dir, const cha
                        (int)m->partition, topic, (int)partition);
     goto fail;
   }
-  if ((rc = hash_and_sync(tmp, m->sha256, &m->size, err)) != ESR_E_OK) goto fail;
+  if ((rc = esr_file_sha256(tmp, m->sha256, &m->size, err)) != ESR_E_OK || (rc = sync_file(tmp, err)) != ESR_E_OK)
+    goto fail;
   m->format = ESR_CHECKPOINT_FORMAT;
   char now[32];
   utc_now(now, sizeof now, 1);
@@ -788,11 +793,7 @@ esr_code esr_checkpoint_install(const char *cp_dir, const esr_manifest *m, const
   int lock = -1;
   esr_code rc = part_dir(dir, sizeof dir, cp_dir, m->topic, m->partition, err);
   if (rc == ESR_E_OK) rc = verify_file(tmp_path, m, err);
-  if (rc == ESR_E_OK) {
-    int fd = open(tmp_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) rc = io_error(err, "cannot fsync", tmp_path);
-    if (fd >= 0) close(fd);
-  }
+  if (rc == ESR_E_OK) rc = sync_file(tmp_path, err);
   if (rc == ESR_E_OK) rc = lock_dir(dir, &lock, err);
   if (rc == ESR_E_OK) rc = publish(cp_dir, m, tmp_path, err);
   unlock_dir(lock);
@@ -859,7 +860,7 @@ void esr__cp_names_clear(esr__cp_names *names) {
 static esr_code scan_dir(const char *dir, esr__cp_names *s, esr_error *err) {
   memset(s, 0, sizeof *s);
   DIR *d = opendir(dir);
-  if (!d) return errno == ENOENT ? ESR_E_OK : io_error(err, "cannot read directory", dir);
+  if (!d) return errno == ENOENT ? ESR_E_OK : esr__cp_io_error(err, "cannot read directory", dir);
   struct dirent *de;
   esr_code rc = ESR_E_OK;
   while (rc == ESR_E_OK && (de = readdir(d))) rc = esr__cp_names_add(s, de->d_name, err);
@@ -968,7 +969,7 @@ esr_code esr_checkpoint_prune(const char *cp_dir, const char *topic, int32_t par
   esr_code rc = part_dir(dir, sizeof dir, cp_dir, topic, partition, err);
   if (rc != ESR_E_OK) return rc;
   struct stat st;
-  if (stat(dir, &st) != 0) return errno == ENOENT ? ESR_E_OK : io_error(err, "cannot stat", dir);
+  if (stat(dir, &st) != 0) return errno == ENOENT ? ESR_E_OK : esr__cp_io_error(err, "cannot stat", dir);
   if ((rc = lock_dir(dir, &lock, err)) != ESR_E_OK) return rc;
   if ((rc = scan_dir(dir, &s, err)) != ESR_E_OK) goto done;
   int kept = 0;
@@ -1018,7 +1019,7 @@ esr_code esr_checkpoint_quarantine(const char *cp_dir, const char *topic, int32_
       break;
     }
     snprintf(to, sizeof to, "%s.bad-%s", from, now);
-    if (rename(from, to) != 0 && errno != ENOENT) rc = io_error(err, "cannot rename", from);
+    if (rename(from, to) != 0 && errno != ENOENT) rc = esr__cp_io_error(err, "cannot rename", from);
   }
   if (rc == ESR_E_OK) rc = fsync_dir(dir, err);
   unlock_dir(lock);
@@ -1026,53 +1027,6 @@ esr_code esr_checkpoint_quarantine(const char *cp_dir, const char *topic, int32_
 }
 
 /* ---- restore ---------------------------------------------------------------------------------------------------- */
-
-/* Copies src to the open fd while hashing it. */
-static esr_code copy_hashing(const char *src, int out_fd, const char *out_path, uint8_t sha[32], int64_t *size,
-                             esr_error *err) {
-  esr_code rc = ESR_E_OK;
-  int in = open(src, O_RDONLY | O_CLOEXEC);
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  unsigned char *buf = malloc(COPY_CHUNK);
-  int64_t total = 0;
-  if (in < 0) {
-    rc = io_error(err, "cannot open", src);
-    goto done;
-  }
-  if (!ctx || !buf) {
-    rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-    goto done;
-  }
-  EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-  for (;;) {
-    ssize_t n = read(in, buf, COPY_CHUNK);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      rc = io_error(err, "cannot read", src);
-      goto done;
-    }
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx, buf, (size_t)n);
-    total += n;
-    for (ssize_t off = 0; off < n;) {
-      ssize_t w = write(out_fd, buf + off, (size_t)(n - off));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        rc = io_error(err, "cannot write", out_path);
-        goto done;
-      }
-      off += w;
-    }
-  }
-  unsigned int len = 32;
-  EVP_DigestFinal_ex(ctx, sha, &len);
-  *size = total;
-done:
-  if (in >= 0) close(in);
-  EVP_MD_CTX_free(ctx);
-  free(buf);
-  return rc;
-}
 
 static int exists(const char *path) {
   struct stat st;
@@ -1086,12 +1040,12 @@ static esr_code move_aside(const char *live, const char *aside, esr_error *err) 
   for (int i = 0; i < 2; i++) {
     snprintf(from, sizeof from, "%s%s", live, sfx[i]);
     snprintf(to, sizeof to, "%s%s", aside, sfx[i]);
-    if (rename(from, to) != 0 && errno != ENOENT) return io_error(err, "cannot move aside", from);
+    if (rename(from, to) != 0 && errno != ENOENT) return esr__cp_io_error(err, "cannot move aside", from);
   }
   snprintf(from, sizeof from, "%s-shm", live);
   esr_code rc = unlink_if_present(from, err);
   if (rc != ESR_E_OK) return rc;
-  if (rename(live, aside) != 0) return io_error(err, "cannot move aside", live);
+  if (rename(live, aside) != 0) return esr__cp_io_error(err, "cannot move aside", live);
   return ESR_E_OK;
 }
 
@@ -1106,12 +1060,12 @@ esr_code esr_checkpoint_restore(const char *cp_dir, const esr_manifest *m, const
   esr_store_path(live, sizeof live, state_dir, m->topic, m->partition);
   snprintf(tmp, sizeof tmp, "%s.restore-XXXXXX", live);
   if ((fd = mkstemp(tmp)) < 0) {
-    rc = io_error(err, "cannot create temporary file next to", live);
+    rc = esr__cp_io_error(err, "cannot create temporary file next to", live);
     goto fail_notmp;
   }
   uint8_t sha[32];
   int64_t size = 0;
-  if ((rc = copy_hashing(src, fd, tmp, sha, &size, err)) != ESR_E_OK) goto fail;
+  if ((rc = esr__cp_stream(src, fd, tmp, sha, &size, err)) != ESR_E_OK) goto fail;
   if (size != m->size) {
     rc = esr_error_set(err, ESR_E_CORRUPT, 0, "%s: %" PRId64 " bytes, the manifest says %" PRId64 " (truncated?)", src,
                        size, m->size);
@@ -1122,7 +1076,7 @@ esr_code esr_checkpoint_restore(const char *cp_dir, const esr_manifest *m, const
     goto fail;
   }
   if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
-    rc = io_error(err, "cannot fsync", tmp);
+    rc = esr__cp_io_error(err, "cannot fsync", tmp);
     goto fail;
   }
   close(fd);
@@ -1146,7 +1100,7 @@ esr_code esr_checkpoint_restore(const char *cp_dir, const esr_manifest *m, const
     if (rc != ESR_E_OK) goto fail;
   }
   if (rename(tmp, live) != 0) {
-    rc = io_error(err, "cannot rename to", live);
+    rc = esr__cp_io_error(err, "cannot rename to", live);
     goto fail;
   }
   return fsync_dir(state_dir, err);

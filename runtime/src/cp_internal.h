@@ -29,6 +29,12 @@ typedef struct esr__cp_names {
   size_t n, cap;
 } esr__cp_names;
 
+/* Sets an ESR_E_IO error from errno: "<what> <path>: <strerror>". (checkpoint.c) */
+esr_code esr__cp_io_error(esr_error *err, const char *what, const char *path);
+/* Streams file src through SHA-256 into the open out_fd (-1: only hash); sha and size optional. (checkpoint.c) */
+esr_code esr__cp_stream(const char *src, int out_fd, const char *out_path, uint8_t sha[32], int64_t *size,
+                        esr_error *err);
+
 /* Appends m to l (taking it on success); *cap is l's capacity. (checkpoint.c) */
 esr_code esr__manifest_list_push(esr_manifest_list *l, esr_manifest *m, size_t *cap, esr_error *err);
 

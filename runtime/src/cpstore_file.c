@@ -11,63 +11,25 @@
 #include "cp_internal.h"
 
 #define PATH_CAP 4096
-#define COPY_CHUNK (1 << 20)
 
 typedef struct file_store {
   char *root;
 } file_store;
 
-static esr_code io_error(esr_error *err, const char *what, const char *path) {
-  int e = errno;
-  return esr_error_set(err, ESR_E_IO, e, "%s %s: %s", what, path, strerror(e));
-}
-
 /* A store whose directory is gone (an unmounted volume) must not look like an empty one. */
 static esr_code check_root(const file_store *f, esr_error *err) {
   struct stat st;
-  if (stat(f->root, &st) != 0) return io_error(err, "cannot use", f->root);
+  if (stat(f->root, &st) != 0) return esr__cp_io_error(err, "cannot use", f->root);
   if (!S_ISDIR(st.st_mode)) return esr_error_set(err, ESR_E_CONFIG, 0, "%s is not a directory", f->root);
   return ESR_E_OK;
 }
 
 /* Copies src over the (existing, empty) file dst. */
 static esr_code copy_file(const char *src, const char *dst, esr_error *err) {
-  esr_code rc = ESR_E_OK;
-  int in = -1, out = -1;
-  char *buf = malloc(COPY_CHUNK);
-  if (!buf) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-  if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
-    rc = io_error(err, "cannot open", src);
-    goto done;
-  }
-  if ((out = open(dst, O_WRONLY | O_TRUNC | O_CLOEXEC)) < 0) {
-    rc = io_error(err, "cannot open", dst);
-    goto done;
-  }
-  for (;;) {
-    ssize_t n = read(in, buf, COPY_CHUNK);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      rc = io_error(err, "cannot read", src);
-      goto done;
-    }
-    if (n == 0) break;
-    for (ssize_t off = 0; off < n;) {
-      ssize_t w = write(out, buf + off, (size_t)(n - off));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        rc = io_error(err, "cannot write", dst);
-        goto done;
-      }
-      off += w;
-    }
-  }
-  if (close(out) != 0) rc = io_error(err, "cannot write", dst);
-  out = -1;
-done:
-  if (in >= 0) close(in);
-  if (out >= 0) close(out);
-  free(buf);
+  int out = open(dst, O_WRONLY | O_TRUNC | O_CLOEXEC);
+  if (out < 0) return esr__cp_io_error(err, "cannot open", dst);
+  esr_code rc = esr__cp_stream(src, out, dst, NULL, NULL, err);
+  if (close(out) != 0 && rc == ESR_E_OK) rc = esr__cp_io_error(err, "cannot write", dst);
   return rc;
 }
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cp_internal.h"
+#include "esr/digest.h"
 
 #define PATH_CAP 4096
 #define MEM_CAP (4 << 20) /* listings pages, manifests, error documents */
@@ -470,15 +471,6 @@ static esr_code delete_object(s3 *s, const char *topic, int32_t partition, int64
 
 /* ---- operations -------------------------------------------------------------------------------------------------- */
 
-static void hex(const uint8_t *in, char out[65]) {
-  static const char digits[] = "0123456789abcdef";
-  for (int i = 0; i < 32; i++) {
-    out[2 * i] = digits[in[i] >> 4];
-    out[2 * i + 1] = digits[in[i] & 15];
-  }
-  out[64] = '\0';
-}
-
 static esr_code s3_upload(void *impl, const char *cp_dir, const esr_manifest *m, esr_error *err) {
   s3 *s = impl;
   char path[PATH_CAP], key[PATH_CAP], sha[65];
@@ -506,7 +498,7 @@ static esr_code s3_upload(void *impl, const char *cp_dir, const esr_manifest *m,
   }
   data.size = m->size;
   data.expect = m->sha256;
-  hex(m->sha256, sha);
+  esr_digest_hex(m->sha256, sha);
   request put_data = {.method = "PUT", .key = key, .body = &data, .payload_hash = sha, .out_fd = -1};
   if ((rc = perform(s, &put_data, &resp, &status, err)) != ESR_E_OK) goto done;
 
@@ -518,7 +510,7 @@ static esr_code s3_upload(void *impl, const char *cp_dir, const esr_manifest *m,
   uint8_t digest[32];
   unsigned int dlen = 32;
   EVP_Digest(json, strlen(json), digest, &dlen, EVP_sha256(), NULL);
-  hex(digest, sha);
+  esr_digest_hex(digest, sha);
   object_key(s, m->topic, m->partition, m->next_offset, ".json", key, sizeof key);
   upload_src text = {.fd = -1, .mem = json, .size = (int64_t)strlen(json)};
   request put_manifest = {.method = "PUT", .key = key, .body = &text, .payload_hash = sha, .out_fd = -1};
