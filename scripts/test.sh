@@ -9,4 +9,6 @@ echo "== release build: ctest"
 echo "== AddressSanitizer + UBSan build: ctest"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
    ctest --output-on-failure -j2)
+echo "== fuzzing: the envelope parser and the schema validator, ${ESR_FUZZ_SECONDS:-60} s each (libFuzzer, ASan, UBSan)"
+bash scripts/fuzz.sh "${ESR_FUZZ_SECONDS:-60}"
 echo "== all tests passed in $(( $(date +%s) - start )) s"

@@ -237,6 +237,13 @@ static esr_code set_recovery_check(esr_config *cfg, const char *key, const char 
   return ESR_E_OK;
 }
 
+static esr_code set_crash_retries(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                  esr_error *err) {
+  if (parse_int(value, 0, 100, &cfg->max_crash_retries))
+    return bad(err, key, origin, value, "expected a number of restarts in 0..100", "3");
+  return ESR_E_OK;
+}
+
 static esr_code set_assignment(esr_config *cfg, const char *key, const char *value, const char *origin,
                                esr_error *err) {
   if (strcmp(value, "group") == 0)
@@ -360,6 +367,9 @@ static const key_spec KEYS[] = {
     {"checkpoint.s3.region", set_cp_region, 0, NULL, "eu-west-1", "S3 region; default $AWS_REGION, else us-east-1"},
     {"recovery.check", set_recovery_check, 0, "quick", "quick",
      "quick: PRAGMA quick_check of a live database before resuming from it (a corrupt one is moved aside); none"},
+    {"max.crash.retries", set_crash_retries, 0, "3", "3",
+     "restarts of a batch during which the process died before it is re-applied one event per transaction and the "
+     "event that kills the process is dead-lettered (reason crash)"},
     {"sqlite.cache.mb", set_cache_mb, 0, "8", "16", "SQLite page cache per partition database, in MiB"},
     {"log.level", set_log_level, 0, "info", "debug", "debug, info, warn or error"},
     {"log.format", set_log_format, 0, "auto", "json", "json, text, or auto (text on a terminal, json otherwise)"},
@@ -380,6 +390,7 @@ esr_config *esr_config_new(void) {
   cfg->checkpoint_keep = 3;
   cfg->checkpoint_on_release = 1;
   cfg->recovery_quick_check = 1;
+  cfg->max_crash_retries = 3;
   return cfg;
 }
 

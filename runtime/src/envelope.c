@@ -65,8 +65,13 @@ static int literal_is(const char *text, size_t len, double d) {
     if (n > 0 || text[i] != '0') digits[n++] = text[i]; /* no leading zeros */
     if (frac) exp10--;                                  /* every fraction digit scales by 1/10 */
   }
-  if (i < len) { /* exponent */
-    long e = strtol(text + i + 1, NULL, 10);
+  if (i < len) { /* exponent: copied out, the value is not NUL-terminated */
+    char ebuf[16];
+    size_t elen = len - i - 1;
+    if (elen == 0 || elen >= sizeof ebuf) return 0;
+    memcpy(ebuf, text + i + 1, elen);
+    ebuf[elen] = '\0';
+    long e = strtol(ebuf, NULL, 10);
     if (e > 400 || e < -400) return 0;
     exp10 += (int)e;
   }

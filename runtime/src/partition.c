@@ -27,6 +27,8 @@ struct esr_partition {
   const esr_partition_env *env;
   esr_store *store;
   esr_hasher *hasher;
+  esr_guard *guard;
+  int careful_logged;
   uint64_t sink;
   esr_position pending; /* working position: committed + the open batch */
   int batch_events;
@@ -64,6 +66,7 @@ const esr_position *esr_partition_committed(const esr_partition *p) { return esr
 int esr_partition_batch_events(const esr_partition *p) { return esr_store_in_batch(p->store) ? p->batch_events : 0; }
 int64_t esr_partition_batch_started(const esr_partition *p) { return p->batch_started; }
 const char *esr_partition_stopped(const esr_partition *p) { return p->stopped; }
+int esr_partition_careful(const esr_partition *p) { return esr_guard_careful(p->guard); }
 int esr_partition_in_flight(const esr_partition *p) { return p->in_flight; }
 
 static esr_code migrate_all(esr_partition *p, esr_error *err) {
@@ -117,6 +120,16 @@ esr_code esr_partition_open(const esr_partition_env *env, const char *topic, int
     goto fail;
   }
   if ((rc = migrate_all(p, err)) != ESR_E_OK) goto fail;
+  if ((rc = esr_guard_open(env->state_dir, topic, partition, env->max_crash_retries, env->batch_max, env->last_crash,
+                           &p->guard, err)) != ESR_E_OK)
+    goto fail;
+  int sig_hits, kill_hits;
+  int64_t suspect = esr_guard_suspect(p->guard, &sig_hits, &kill_hits);
+  if (suspect >= 0)
+    esr_log(ESR_LOG_WARN, "partition",
+            "%s[%d]: the process died while processing offset %" PRId64 ": %d time(s) with a recorded signal, %d "
+            "without; it is skipped as poison after more than %d with a signal (or 2 without, in a careful pass)",
+            topic, (int)partition, suspect, sig_hits, kill_hits, env->max_crash_retries);
   p->pending = *esr_store_position(p->store);
   p->unsent = 1; /* rows a previous run committed and did not see acknowledged */
   *out = p;
@@ -131,6 +144,7 @@ void esr_partition_close(esr_partition *p) {
   if (!p) return;
   esr_store_close(p->store);
   esr_hasher_free(p->hasher);
+  esr_guard_close(p->guard);
   free(p->stopped);
   free(p->keybuf);
   free(p->delivered.v);
@@ -295,18 +309,33 @@ esr_code esr_partition_apply(esr_partition *p, const esr_message *m, esr_error *
   if (p->stopped) return esr_error_set(err, ESR_E_STATE, 0, "partition stopped: %s", p->stopped);
   if (m->offset < p->pending.next_offset) return ESR_E_OK; /* redelivered: already consumed */
   esr_code rc;
-  if (!esr_store_in_batch(p->store) && (rc = begin(p, err)) != ESR_E_OK) return rc;
+  if (!esr_store_in_batch(p->store)) {
+    if (esr_guard_begin(p->guard, m->offset) && !p->careful_logged) {
+      esr_log(ESR_LOG_WARN, "partition",
+              "%s[%d]: the process died more than %d times around offset %" PRId64 " without a recorded signal: "
+              "re-applying one event per transaction to isolate the event that kills it",
+              esr_store_topic(p->store), (int)esr_store_partition(p->store), p->env->max_crash_retries, m->offset);
+      p->careful_logged = 1;
+    }
+    if ((rc = begin(p, err)) != ESR_E_OK) return rc;
+  }
 
-  esr_envelope env;
-  char msg[300];
-  esr_envelope_result er = esr_envelope_parse(m->value, m->value_len, &env, msg, sizeof msg);
-  if (er == ESR_ENVELOPE_BAD_JSON)
-    rc = dead_letter(p, m, "bad-json", msg, err);
-  else if (er == ESR_ENVELOPE_BAD_ENVELOPE)
-    rc = dead_letter(p, m, "bad-envelope", msg, err);
-  else
-    rc = apply_event(p, m, &env, err);
-  esr_envelope_clear(&env);
+  char msg[600];
+  esr_guard_enter(p->guard, m->offset); /* a fatal signal from here on is charged to this event */
+  if (esr_guard_poison(p->guard, m->offset, msg, sizeof msg)) {
+    rc = dead_letter(p, m, "crash", msg, err);
+  } else {
+    esr_envelope env;
+    esr_envelope_result er = esr_envelope_parse(m->value, m->value_len, &env, msg, sizeof msg);
+    if (er == ESR_ENVELOPE_BAD_JSON)
+      rc = dead_letter(p, m, "bad-json", msg, err);
+    else if (er == ESR_ENVELOPE_BAD_ENVELOPE)
+      rc = dead_letter(p, m, "bad-envelope", msg, err);
+    else
+      rc = apply_event(p, m, &env, err);
+    esr_envelope_clear(&env);
+  }
+  esr_guard_leave();
 
   if (rc == ESR_E_OK) {
     esr_digest_chain(p->hasher, p->pending.log_digest, m->offset, m->key, m->key_len, m->value, m->value_len);
@@ -326,6 +355,7 @@ esr_code esr_partition_commit(esr_partition *p, esr_error *err) {
     esr_partition_rollback(p);
     return esr_error_prefix(err, "%s[%d]: commit", esr_store_topic(p->store), (int)esr_store_partition(p->store));
   }
+  esr_guard_committed(p->guard, p->pending.next_offset);
   p->deleting.n = 0;
   p->batch_events = 0;
   if (p->batch_outbox) p->unsent = 1;

@@ -249,7 +249,7 @@ static int rx_search(vctx *c, const sx_regex *re, const char *s) {
     pcre2_set_heap_limit(c->mcx, 64 * 1024); /* KiB; the interpreter's backtracking memory when JIT is unavailable */
   }
   if (!charge(c, 1)) return -1;
-  uint32_t limit = ESR_SCHEMA_REGEX_FIRST_LIMIT;
+  uint32_t limit = ESR_SCHEMA_REGEX_FIRST_LIMIT, opts = 0;
   int rc;
   for (;;) {
     if (c->rx_work + limit > ESR_SCHEMA_REGEX_BUDGET) {
@@ -258,7 +258,11 @@ static int rx_search(vctx *c, const sx_regex *re, const char *s) {
     }
     c->rx_work += limit;
     pcre2_set_match_limit(c->mcx, limit);
-    rc = pcre2_match(re->code, (PCRE2_SPTR)(s ? s : ""), PCRE2_ZERO_TERMINATED, 0, 0, c->md, c->mcx);
+    rc = pcre2_match(re->code, (PCRE2_SPTR)(s ? s : ""), PCRE2_ZERO_TERMINATED, 0, opts, c->md, c->mcx);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !opts) {
+      opts = PCRE2_NO_JIT; /* a long subject nests deeper than JIT's 32 KiB stack: the interpreter uses the heap */
+      continue;
+    }
     if (rc != PCRE2_ERROR_MATCHLIMIT || limit >= ESR_SCHEMA_REGEX_MATCH_LIMIT) break;
     limit = ESR_SCHEMA_REGEX_MATCH_LIMIT;
   }

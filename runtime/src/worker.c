@@ -25,6 +25,7 @@
 
 #include "esr/checkpointer.h"
 #include "esr/clock.h"
+#include "esr/crashguard.h"
 #include "esr/host.h"
 #include "esr/kafka.h"
 #include "esr/log.h"
@@ -97,6 +98,8 @@ struct esr_worker {
   rd_kafka_t *rk;
   esr_checkpointer *checkpointer;
   char cp_dir[4096];
+  esr_crash_record last_crash; /* how the previous process died, if a fatal signal was recorded */
+  int crash_record_open;
   applier *appliers;
   int n_appliers;
   int **owner; /* owner[topic][partition]: applier index or -1; main thread only */
@@ -372,7 +375,8 @@ static void on_message(applier *a, rd_kafka_message_t *m) {
   atomic_fetch_add_explicit(&a->consumed, 1, memory_order_relaxed);
   if (rc == ESR_E_OK) {
     if (!was_open && esr_partition_batch_events(s->p) > 0) a->open_batches++;
-    if (esr_partition_batch_events(s->p) >= a->w->cfg->batch_max_events) commit_slot(a, s);
+    if (esr_partition_batch_events(s->p) >= a->w->cfg->batch_max_events || esr_partition_careful(s->p))
+      commit_slot(a, s);
     return;
   }
   if (rc == ESR_E_PLUGIN) {
@@ -465,6 +469,7 @@ static void serve_ctls(applier *a) {
 
 static void *applier_main(void *arg) {
   applier *a = arg;
+  esr_crash_thread_begin(); /* a stack overflow in a handler must still be recorded */
   int64_t last_tick = esr_now_ms();
   while (!a->exit) {
     serve_ctls(a);
@@ -481,6 +486,7 @@ static void *applier_main(void *arg) {
       last_tick = now;
     }
   }
+  esr_crash_thread_end();
   return NULL;
 }
 
@@ -721,7 +727,10 @@ static esr_code applier_init(esr_worker *w, applier *a, int index, esr_error *er
                                .publisher = a->pub,
                                .state_dir = w->cfg->state_dir,
                                .dlq_topic = w->cfg->dlq_topic,
-                               .store = {.cache_mb = w->cfg->sqlite_cache_mb}};
+                               .store = {.cache_mb = w->cfg->sqlite_cache_mb},
+                               .max_crash_retries = w->cfg->max_crash_retries,
+                               .batch_max = w->cfg->batch_max_events,
+                               .last_crash = &w->last_crash};
   return ESR_E_OK;
 }
 
@@ -779,6 +788,13 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
   if ((rc = esr_registry_load(&w->registry, cfg->handlers, cfg->n_handlers, esr_host_api_table(), err)) != ESR_E_OK)
     goto fail;
   if ((rc = lock_state_dir(w, err)) != ESR_E_OK) goto fail;
+  if ((rc = esr_crash_record_open(cfg->state_dir, &w->last_crash, err)) != ESR_E_OK) goto fail;
+  w->crash_record_open = 1;
+  for (int i = 0; i < w->last_crash.n; i++) {
+    const esr_crash_entry *e = &w->last_crash.v[i];
+    esr_log(ESR_LOG_WARN, "worker", "the previous worker process died with signal %d (%s) while processing %s[%d]@%" PRId64,
+            e->signo, strsignal(e->signo), e->topic, (int)e->partition, e->offset);
+  }
   if (cfg->checkpoint_dir)
     snprintf(w->cp_dir, sizeof w->cp_dir, "%s", cfg->checkpoint_dir);
   else
@@ -837,6 +853,7 @@ void esr_worker_free(esr_worker *w) {
   }
   esr_checkpointer_free(w->checkpointer);
   if (w->rk) rd_kafka_destroy(w->rk);
+  if (w->crash_record_open) esr_crash_record_close();
   if (w->owner) {
     for (size_t t = 0; t < w->cfg->n_topics; t++) free(w->owner[t]);
     free(w->owner);

@@ -599,8 +599,21 @@ out:
   return reason;
 }
 
+static const char *feed(esrt_oracle *o, int32_t partition, int64_t offset, const void *key, size_t key_len,
+                        const void *value, size_t value_len, const char *forced);
+
 const char *esrt_oracle_feed(esrt_oracle *o, int32_t partition, int64_t offset, const void *key, size_t key_len,
                              const void *value, size_t value_len) {
+  return feed(o, partition, offset, key, key_len, value, value_len, NULL);
+}
+
+const char *esrt_oracle_feed_dead(esrt_oracle *o, int32_t partition, int64_t offset, const void *key, size_t key_len,
+                                  const void *value, size_t value_len, const char *reason) {
+  return feed(o, partition, offset, key, key_len, value, value_len, reason);
+}
+
+static const char *feed(esrt_oracle *o, int32_t partition, int64_t offset, const void *key, size_t key_len,
+                        const void *value, size_t value_len, const char *forced) {
   if (partition < 0 || partition >= o->partitions) return "order";
   opart *p = &o->parts[partition];
   if (p->fed ? offset < p->pub.next_offset : offset != 0) return "order";
@@ -608,7 +621,7 @@ const char *esrt_oracle_feed(esrt_oracle *o, int32_t partition, int64_t offset, 
   p->fed = 1;
   free(o->sorted);
   o->sorted = NULL;
-  const char *reason = judge(o, partition, key, key_len, value, value_len);
+  const char *reason = forced ? forced : judge(o, partition, key, key_len, value, value_len);
   chain(o, p->pub.digest, offset, key, key_len, value, value_len);
   p->pub.next_offset = offset + 1;
   if (!reason) {

@@ -84,6 +84,10 @@ void esrt_oracle_free(esrt_oracle *o);
  * "order" when the record is out of order (an error of the caller). */
 const char *esrt_oracle_feed(esrt_oracle *o, int32_t partition, int64_t offset, const void *key, size_t key_len,
                              const void *value, size_t value_len);
+/* Folds a record as a dead letter with `reason` (a static string) without judging it: for events the worker must
+ * dead-letter for a reason outside the ledger's rules (a test handler that crashes on them: reason "crash"). */
+const char *esrt_oracle_feed_dead(esrt_oracle *o, int32_t partition, int64_t offset, const void *key, size_t key_len,
+                                  const void *value, size_t value_len, const char *reason);
 /* The expected reason for an offset: NULL applied (or never fed), else the reason. */
 const char *esrt_oracle_reason(const esrt_oracle *o, int32_t partition, int64_t offset);
 const esrt_oracle_part *esrt_oracle_part_of(const esrt_oracle *o, int32_t partition);

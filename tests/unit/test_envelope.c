@@ -291,6 +291,21 @@ static void int53_rejects_2p53_plus_1_instead_of_rounding(void **state) {
   assert_true(int53_via_envelope("1000000000000000", &v));
 }
 
+/* A number at the very end of a value that is not NUL-terminated: its exponent must be read within the length (the
+ * fuzzer found an over-read here; ASan catches it in this test). */
+static void number_at_end_of_unterminated_value(void **state) {
+  static const char *const values[] = {"81.00e00", "1212345678901234567890e-3", "1e5", "2.5E+10"};
+  for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+    size_t len = strlen(values[i]);
+    char *exact = malloc(len); /* no NUL after it */
+    memcpy(exact, values[i], len);
+    esr_envelope env;
+    char msg[200];
+    assert_int_equal(esr_envelope_parse(exact, len, &env, msg, sizeof msg), ESR_ENVELOPE_BAD_ENVELOPE);
+    free(exact);
+  }
+}
+
 static void json_string_helper(void **state) {
   cJSON *o = cJSON_Parse("{\"s\":\"x\",\"n\":1,\"z\":null}");
   assert_string_equal(esr_json_string(o, "s"), "x");
@@ -322,6 +337,7 @@ int main(void) {
       cmocka_unit_test(int53_rejects_out_of_range_and_fractions),
       cmocka_unit_test(int53_rejects_non_numbers),
       cmocka_unit_test(int53_rejects_2p53_plus_1_instead_of_rounding),
+      cmocka_unit_test(number_at_end_of_unterminated_value),
       cmocka_unit_test(json_string_helper),
   };
   return cmocka_run_group_tests_name("envelope", tests, NULL, NULL);

@@ -50,6 +50,7 @@ typedef struct esr_config {
   char *checkpoint_s3_endpoint;
   char *checkpoint_s3_region;
   int recovery_quick_check;
+  int max_crash_retries;
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
   size_t n_kafka;
 } esr_config;

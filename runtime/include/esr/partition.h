@@ -9,13 +9,15 @@
  * decides batch boundaries and owns the Kafka side: it must rewind the consumer to esr_partition_next_offset after an
  * apply or commit that failed with a store error (the batch was rolled back). A handler that returns ESR_FATAL stops
  * the partition before that event: esr_partition_stopped then says why, and the events before it can still be
- * committed. A partition is used by one thread at a time.
+ * committed. A batch that kills the process again and again is re-applied carefully and its poison event dead-lettered
+ * with reason "crash" (esr/crashguard.h). A partition is used by one thread at a time.
  */
 #ifndef ESR_PARTITION_H
 #define ESR_PARTITION_H
 
 #include <stdint.h>
 
+#include "esr/crashguard.h"
 #include "esr/publisher.h"
 #include "esr/registry.h"
 #include "esr/store.h"
@@ -37,6 +39,9 @@ typedef struct esr_partition_env {
   const char *state_dir;
   const char *dlq_topic;
   esr_store_opts store;
+  int max_crash_retries;                /* restarts of one batch before the careful pass (crashguard.h) */
+  int batch_max;                        /* how many events a careful pass covers */
+  const esr_crash_record *last_crash;   /* the previous process's fatal signal, or NULL */
 } esr_partition_env;
 
 /* Opens the partition's store and brings every handler's tables up to date. `sink` identifies the partition in
@@ -56,6 +61,8 @@ const esr_position *esr_partition_committed(const esr_partition *p);
 /* Events in the open batch (0: none open), and when it was opened (esr_now_ms). */
 int esr_partition_batch_events(const esr_partition *p);
 int64_t esr_partition_batch_started(const esr_partition *p);
+/* 1 while a batch that killed the process is re-applied one event per transaction: commit after every event. */
+int esr_partition_careful(const esr_partition *p);
 /* NULL while running; the reason once a handler stopped the partition. */
 const char *esr_partition_stopped(const esr_partition *p);
 

@@ -62,9 +62,11 @@ esr_schema *esr_schema_load(const char *path, esr_error *err);
 void esr_schema_free(esr_schema *schema);
 const char *esr_schema_origin(const esr_schema *schema);
 
-/* Validates `instance` (borrowed). Returns ESR_E_OK when valid; ESR_E_BADINPUT when not, with err->msg set to
- * "<prefix><pointer>: <rule>" (`prefix` may be NULL; the worker passes "/data" when validating an envelope's data);
- * ESR_E_NOMEM when memory ran out. `err` may be NULL. Thread-safe on a shared schema. */
+/* Validates `instance` (borrowed; a tree from cJSON_Parse or esr_envelope_parse, whose nesting cJSON limits to 1000,
+ * as const, enum and uniqueItems compare values recursively). Returns ESR_E_OK when valid; ESR_E_BADINPUT when not,
+ * with err->msg set to "<prefix><pointer>: <rule>" (`prefix` may be NULL; the worker passes "/data" when validating an
+ * envelope's data); ESR_E_NOMEM when memory ran out. `err` may be NULL; it is left untouched when the instance is
+ * valid. Thread-safe on a shared schema. */
 esr_code esr_schema_validate(const esr_schema *schema, const cJSON *instance, const char *prefix, esr_error *err);
 
 /* A schema set: every `<type>.v<version>.json` of a directory (type non-empty, version a decimal integer >= 1 without

@@ -1,0 +1,37 @@
+/* ledger_poison.c — the real ledger handler, plus a defect on purpose: an event whose data has "poison": "segv"
+ * dereferences NULL, "abort" calls abort(), "loop" recurses until the stack overflows. For the poison-event tests:
+ * everything else behaves exactly as the ledger, so the ledger oracle applies. */
+#include <stdlib.h>
+#include <string.h>
+
+#define esr_handler_init ledger_real_init
+#include "../../handlers/ledger/ledger.c"
+#undef esr_handler_init
+
+static int (*real_apply)(esr_ctx *, const esr_event *);
+
+static int __attribute__((noinline)) overflow(volatile int depth) {
+  volatile char pad[4096];
+  pad[0] = (char)depth;
+  return overflow(depth + 1) + pad[0];
+}
+
+static int poison_apply(esr_ctx *ctx, const esr_event *ev) {
+  const char *poison = esr_json_string(ev->data, "poison");
+  if (poison && strcmp(poison, "segv") == 0) {
+    volatile int *null = NULL;
+    *null = 1;
+  } else if (poison && strcmp(poison, "abort") == 0) {
+    abort();
+  } else if (poison && strcmp(poison, "loop") == 0) {
+    return overflow(0);
+  }
+  return real_apply(ctx, ev);
+}
+
+ESR_HANDLER_EXPORT int esr_handler_init(const esr_host_api *h, esr_handler *out) {
+  int rc = ledger_real_init(h, out);
+  real_apply = out->apply;
+  out->apply = poison_apply;
+  return rc;
+}
