@@ -1,12 +1,15 @@
 /* ledger.c — the reference handler: accounts opened, credited and debited, in minor units.
  *
  * Events (the Kafka key is the account id and must equal data.account):
- *   account.opened    {account, owner}
- *   account.deposited {account, amount}   amount: integer in 1..2^53
- *   account.withdrawn {account, amount}
- * Table accounts(id, owner, balance, opened_at, updated_at); times are the events' own times, never the clock.
+ *   account.opened       {account, owner}
+ *   account.deposited v2 {account, amount, currency}   amount: integer in 1..2^53; currency: 3 capital letters
+ *   account.deposited v1 {account, amount}             upcast to v2 with currency "EUR" (accounts before v2 were EUR)
+ *   account.withdrawn    {account, amount}
+ * Table accounts(id, owner, balance, opened_at, updated_at, currency); times are the events' own times, never the
+ * clock. Tables version 2 added accounts.currency (EUR for every account until accounts can be opened in another).
  * Rejected (business rules, state unchanged): a second open of an account, a deposit or withdrawal on an account never
- * opened, a withdrawal above the balance, a deposit that would overflow the balance. Invalid (malformed data): a
+ * opened, a withdrawal above the balance, a deposit that would overflow the balance, a deposit in another currency than
+ * the account's. Invalid (malformed data): a missing or malformed currency in a v2 deposit, a
  * missing or non-string account or owner, an amount that is not an integer in 1..2^53 (never rounded), a missing
  * Kafka key or one that differs from data.account.
  */
@@ -21,21 +24,47 @@ ESR_HANDLER_DECLARE_ABI;
 
 static const esr_host_api *host;
 
-static int migrate(esr_ctx *ctx, int from_version) {
-  if (from_version < 1) {
-    char *msg = NULL;
-    int rc = sqlite3_exec(host->db(ctx),
-                          "CREATE TABLE accounts("
-                          "  id TEXT PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL,"
-                          "  opened_at TEXT, updated_at TEXT) WITHOUT ROWID",
-                          NULL, NULL, &msg);
-    if (rc != SQLITE_OK) {
-      host->error(ctx, "creating table accounts: %s", msg ? msg : sqlite3_errstr(rc));
-      sqlite3_free(msg);
-      return ESR_FATAL;
-    }
+static int exec(esr_ctx *ctx, const char *sql, const char *what) {
+  char *msg = NULL;
+  int rc = sqlite3_exec(host->db(ctx), sql, NULL, NULL, &msg);
+  if (rc != SQLITE_OK) {
+    host->error(ctx, "%s: %s", what, msg ? msg : sqlite3_errstr(rc));
+    sqlite3_free(msg);
+    return ESR_FATAL;
   }
   return ESR_OK;
+}
+
+static int migrate(esr_ctx *ctx, int from_version) {
+  int rc = ESR_OK;
+  if (from_version < 1)
+    rc = exec(ctx,
+              "CREATE TABLE accounts("
+              "  id TEXT PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL,"
+              "  opened_at TEXT, updated_at TEXT) WITHOUT ROWID",
+              "creating table accounts");
+  if (rc == ESR_OK && from_version < 2)
+    rc = exec(ctx, "ALTER TABLE accounts ADD COLUMN currency TEXT NOT NULL DEFAULT 'EUR'",
+              "adding accounts.currency");
+  return rc;
+}
+
+/* account.deposited v1 -> v2: v1 deposits were all in euros. */
+static int upcast(esr_ctx *ctx, cJSON *envelope, int from_version) {
+  cJSON *data = cJSON_GetObjectItemCaseSensitive(envelope, "data");
+  if (from_version != 1 || !cJSON_IsObject(data)) {
+    host->error(ctx, "cannot upcast from version %d", from_version);
+    return ESR_INVALID;
+  }
+  if (!cJSON_GetObjectItemCaseSensitive(data, "currency") && !cJSON_AddStringToObject(data, "currency", "EUR"))
+    return ESR_FATAL;
+  cJSON_DeleteItemFromObjectCaseSensitive(envelope, "version");
+  if (!cJSON_AddNumberToObject(envelope, "version", 2)) return ESR_FATAL;
+  return ESR_OK;
+}
+
+static int valid_currency(const char *c) {
+  return c && strlen(c) == 3 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' && c[2] >= 'A' && c[2] <= 'Z';
 }
 
 static int sql_failed(esr_ctx *ctx, const char *what) {
@@ -74,15 +103,31 @@ static int opened(esr_ctx *ctx, const esr_event *ev, const char *account) {
 static int deposited(esr_ctx *ctx, const esr_event *ev, const char *account) {
   int64_t amount;
   if (!amount_of(ctx, ev, &amount)) return ESR_INVALID;
-  sqlite3_stmt *st =
-      host->stmt(ctx, "UPDATE accounts SET balance = balance + ?2, updated_at = ?3 WHERE id = ?1 RETURNING balance");
+  const char *currency = esr_json_string(ev->data, "currency"); /* v1 events were upcast: always present */
+  if (!valid_currency(currency)) {
+    host->error(ctx, "currency must be 3 capital letters (ISO 4217)");
+    return ESR_INVALID;
+  }
+  sqlite3_stmt *st = host->stmt(ctx, "UPDATE accounts SET balance = balance + ?2, updated_at = ?3 "
+                                     "WHERE id = ?1 AND currency = ?4 RETURNING balance");
   if (!st) return ESR_FATAL;
   sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, amount);
   sqlite3_bind_text(st, 3, ev->time, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, currency, -1, SQLITE_STATIC);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_DONE) {
-    host->error(ctx, "account %s was never opened", account);
+    st = host->stmt(ctx, "SELECT currency FROM accounts WHERE id = ?1");
+    if (!st) return ESR_FATAL;
+    sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+      host->error(ctx, "a deposit in %s into account %s, which is in %s", currency, account,
+                  (const char *)sqlite3_column_text(st, 0));
+    else if (rc == SQLITE_DONE)
+      host->error(ctx, "account %s was never opened", account);
+    else
+      return sql_failed(ctx, "reading the account");
     return ESR_REJECT;
   }
   if (rc != SQLITE_ROW) return sql_failed(ctx, "depositing");
@@ -144,7 +189,7 @@ static int apply(esr_ctx *ctx, const esr_event *ev) {
 
 static const esr_event_type TYPES[] = {
     {"account.opened", 1, 1},
-    {"account.deposited", 1, 1},
+    {"account.deposited", 1, 2},
     {"account.withdrawn", 1, 1},
     {NULL, 0, 0},
 };
@@ -154,10 +199,11 @@ int esr_handler_init(const esr_host_api *h, esr_handler *out) {
   host = h;
   out->abi_version = ESR_HANDLER_ABI;
   out->name = "ledger";
-  out->version = "1.0.0";
-  out->schema_version = 1;
+  out->version = "1.1.0";
+  out->schema_version = 2;
   out->types = TYPES;
   out->migrate = migrate;
   out->apply = apply;
+  out->upcast = upcast;
   return 0;
 }

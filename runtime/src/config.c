@@ -244,6 +244,11 @@ static esr_code set_crash_retries(esr_config *cfg, const char *key, const char *
   return ESR_E_OK;
 }
 
+static esr_code set_schemas_dir(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                esr_error *err) {
+  return set_string(&cfg->schemas_dir, key, value, origin, "/etc/esr/schemas", err);
+}
+
 static esr_code set_assignment(esr_config *cfg, const char *key, const char *value, const char *origin,
                                esr_error *err) {
   if (strcmp(value, "group") == 0)
@@ -367,6 +372,9 @@ static const key_spec KEYS[] = {
     {"checkpoint.s3.region", set_cp_region, 0, NULL, "eu-west-1", "S3 region; default $AWS_REGION, else us-east-1"},
     {"recovery.check", set_recovery_check, 0, "quick", "quick",
      "quick: PRAGMA quick_check of a live database before resuming from it (a corrupt one is moved aside); none"},
+    {"schemas.dir", set_schemas_dir, 0, NULL, "/etc/esr/schemas",
+     "JSON Schemas (draft-07) of the events' data, <type>.v<version>.json; data that fails goes to the dead-letter "
+     "topic with reason schema"},
     {"max.crash.retries", set_crash_retries, 0, "3", "3",
      "restarts of a batch during which the process died before it is re-applied one event per transaction and the "
      "event that kills the process is dead-lettered (reason crash)"},
@@ -402,6 +410,7 @@ void esr_config_free(esr_config *cfg) {
   free(cfg->dlq_topic);
   free(cfg->partitions);
   free(cfg->checkpoint_dir);
+  free(cfg->schemas_dir);
   free(cfg->checkpoint_store);
   free(cfg->checkpoint_s3_endpoint);
   free(cfg->checkpoint_s3_region);

@@ -262,6 +262,15 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     }
   }
 
+  if (p->env->schemas) {
+    const esr_schema *schema = esr_schema_set_find(p->env->schemas, env->type, env->version);
+    esr_error verr;
+    if (schema && esr_schema_validate(schema, env->data, "/data", &verr) != ESR_E_OK) {
+      if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
+      return dead_letter(p, m, "schema", verr.msg, err);
+    }
+  }
+
   esr_event ev = {.struct_size = sizeof ev,
                   .topic = esr_store_topic(s),
                   .partition = esr_store_partition(s),

@@ -99,6 +99,7 @@ struct esr_worker {
   esr_checkpointer *checkpointer;
   char cp_dir[4096];
   esr_crash_record last_crash; /* how the previous process died, if a fatal signal was recorded */
+  esr_schema_set *schemas;
   int crash_record_open;
   applier *appliers;
   int n_appliers;
@@ -730,7 +731,8 @@ static esr_code applier_init(esr_worker *w, applier *a, int index, esr_error *er
                                .store = {.cache_mb = w->cfg->sqlite_cache_mb},
                                .max_crash_retries = w->cfg->max_crash_retries,
                                .batch_max = w->cfg->batch_max_events,
-                               .last_crash = &w->last_crash};
+                               .last_crash = &w->last_crash,
+                               .schemas = w->schemas};
   return ESR_E_OK;
 }
 
@@ -783,6 +785,11 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
   rd_kafka_conf_destroy(producer_conf); /* only validated here; every applier builds its own */
   if (!(conf = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, err))) {
     rc = err->code;
+    goto fail;
+  }
+  if (cfg->schemas_dir && !(w->schemas = esr_schema_set_load(cfg->schemas_dir, err))) {
+    rc = err->code;
+    esr_error_prefix(err, "config: schemas.dir = %s", cfg->schemas_dir);
     goto fail;
   }
   if ((rc = esr_registry_load(&w->registry, cfg->handlers, cfg->n_handlers, esr_host_api_table(), err)) != ESR_E_OK)
@@ -860,6 +867,7 @@ void esr_worker_free(esr_worker *w) {
   }
   free(w->owner_cap);
   esr_registry_clear(&w->registry);
+  esr_schema_set_free(w->schemas);
   if (w->lock_fd >= 0) close(w->lock_fd);
   pthread_mutex_destroy(&w->fatal_mu);
   free(w);

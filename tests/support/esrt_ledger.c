@@ -52,6 +52,9 @@ const esrt_bad_kind esrt_ledger_bad_kinds[] = {
     {"unknown-type", "unknown-type"},
     {"unknown-type-other", "unknown-type"},
     {"unknown-version", "unknown-version"},
+    {"v2-no-currency", "invalid"},
+    {"v2-bad-currency", "invalid"},
+    {"v2-other-currency", "rejected"},
     {"rej-double-open", "rejected"},
     {"rej-deposit-unopened", "rejected"},
     {"rej-withdraw-unopened", "rejected"},
@@ -178,7 +181,13 @@ static void good_move(gen *g, acct *a, int deposit, int64_t amount, const char *
   char h[200], amt[40];
   head(g, h, sizeof h, deposit ? "account.deposited" : "account.withdrawn");
   amount_text(g, amount, amt, sizeof amt);
-  emit(g, a->id, kind, "", "%s,\"data\":{\"account\":\"%s\",\"amount\":%s%s}}", h, a->id, amt, memo(g));
+  if (deposit && chance(&g->r, 20)) /* version 2 of the deposit: the currency is explicit */
+    emit(g, a->id, kind, "",
+         "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"%s\",\"amount\":%s,"
+         "\"currency\":\"EUR\"%s}}",
+         a->id, amt, memo(g));
+  else
+    emit(g, a->id, kind, "", "%s,\"data\":{\"account\":\"%s\",\"amount\":%s%s}}", h, a->id, amt, memo(g));
   a->balance += deposit ? amount : -amount;
 }
 
@@ -262,7 +271,18 @@ static void bad_event(gen *g, const esrt_bad_kind *k) {
     emit(g, a->id, kind, why, "%s,\"data\":{}}", hv);
   } else if (!strcmp(kind, "unknown-version")) {
     emit(g, a->id, kind, why,
-         "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"%s\",\"amount\":5}}", a->id);
+         "{\"type\":\"account.deposited\",\"version\":9,\"data\":{\"account\":\"%s\",\"amount\":5}}", a->id);
+  } else if (!strcmp(kind, "v2-no-currency")) {
+    emit(g, a->id, kind, why, "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"%s\",\"amount\":5}}",
+         a->id);
+  } else if (!strcmp(kind, "v2-bad-currency")) {
+    emit(g, a->id, kind, why,
+         "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"%s\",\"amount\":5,\"currency\":\"eur\"}}",
+         a->id);
+  } else if (!strcmp(kind, "v2-other-currency")) { /* rejected whether or not the account is open */
+    emit(g, a->id, kind, why,
+         "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"%s\",\"amount\":5,\"currency\":\"USD\"}}",
+         a->id);
   } else if (!strcmp(kind, "rej-double-open")) {
     acct *o = opened_acct(g);
     head(g, hv, sizeof hv, "account.opened");
@@ -546,7 +566,7 @@ static const char *judge(esrt_oracle *o, int32_t partition, const char *key, siz
     reason = "unknown-type";
     goto out;
   }
-  if (ver != 1) {
+  if (ver > (kind == 2 ? 2 : 1)) { /* the ledger takes account.deposited versions 1..2, the others version 1 */
     reason = "unknown-version";
     goto out;
   }
@@ -575,10 +595,23 @@ static const char *judge(esrt_oracle *o, int32_t partition, const char *key, siz
     goto out;
   }
   int64_t amount;
+  /* deposits: version 1 means euros (the upcast supplies "EUR" when there is no currency); accounts are all in EUR */
+  const esrt_jval *cur = kind == 2 ? esrt_json_get(data, "currency") : NULL;
+  int cur_ok = 1, cur_eur = 1;
+  if (kind == 2 && (cur || ver == 2)) {
+    cur_ok = cur && cur->type == ESRT_J_STRING && cur->len == 3 && strlen(cur->text) == 3 && cur->text[0] >= 'A' &&
+             cur->text[0] <= 'Z' && cur->text[1] >= 'A' && cur->text[1] <= 'Z' && cur->text[2] >= 'A' &&
+             cur->text[2] <= 'Z';
+    cur_eur = cur_ok && strcmp(cur->text, "EUR") == 0;
+  }
   if (!esrt_json_int_in(esrt_json_get(data, "amount"), 1, ESRT_INT53, &amount)) {
     reason = "invalid";
+  } else if (!cur_ok) {
+    reason = "invalid"; /* currency not 3 capital letters */
   } else if (!a) {
     reason = "rejected"; /* never opened */
+  } else if (!cur_eur) {
+    reason = "rejected"; /* another currency than the account's */
   } else if (kind == 2) {
     int64_t sum;
     if (__builtin_add_overflow(a->balance, amount, &sum))

@@ -234,7 +234,7 @@ static void dead_letter_reasons_keep_message_bytes(void **state) {
   static const char bad_json[] = "not json \xff\x00 tail";
   char unknown_version[300], rejected[300], invalid_amount[300], key_mismatch[300], nul_key[300];
   snprintf(unknown_version, sizeof unknown_version, "%s",
-           "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"a1\",\"amount\":1}}");
+           "{\"type\":\"account.deposited\",\"version\":9,\"data\":{\"account\":\"a1\",\"amount\":1}}");
   snprintf(rejected, sizeof rejected, "%s", DEP("zz", "10"));
   snprintf(invalid_amount, sizeof invalid_amount, "%s", DEP("a1", "1.5"));
   snprintf(key_mismatch, sizeof key_mismatch, "%s", DEP("a1", "1"));
@@ -243,7 +243,7 @@ static void dead_letter_reasons_keep_message_bytes(void **state) {
       {"k0", 2, bad_json, sizeof bad_json - 1, "bad-json", "JSON"},
       {NULL, 0, LIT("[1,2]"), "bad-envelope", "object"},
       {"", 0, LIT("{\"type\":\"nobody.knows\",\"data\":{}}"), "unknown-type", "nobody.knows"},
-      {"a1", 2, unknown_version, strlen(unknown_version), "unknown-version", "version 2"},
+      {"a1", 2, unknown_version, strlen(unknown_version), "unknown-version", "version 9"},
       {"zz", 2, rejected, strlen(rejected), "rejected", "never opened"},
       {"a1", 2, invalid_amount, strlen(invalid_amount), "invalid", "amount"},
       {"other", 5, key_mismatch, strlen(key_mismatch), "invalid", "key"},
@@ -999,6 +999,60 @@ static void handler_cannot_change_esr_tables(void **state) {
   tu_rows_free(&rows);
 }
 
+/* Ledger deposits v2 carry a currency; v1 deposits are upcast to v2 with EUR (the currency of every account so far). */
+static void ledger_deposit_v1_upcast_and_v2_currency(void **state) {
+  fixture *f = *state;
+  apply_ok(f, 0, "a1", OPEN("a1"));
+  apply_ok(f, 1, "a1", DEP("a1", "10")); /* v1: upcast, EUR */
+  apply_ok(f, 2, "a1", "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"a1\",\"amount\":5,"
+                       "\"currency\":\"EUR\"}}");
+  apply_ok(f, 3, "a1", "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"a1\",\"amount\":7,"
+                       "\"currency\":\"USD\"}}");
+  apply_ok(f, 4, "a1", "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"a1\",\"amount\":7}}");
+  apply_ok(f, 5, "a1", "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"a1\",\"amount\":7,"
+                       "\"currency\":\"eur\"}}");
+  commit_ok(f);
+  assert_int_equal(balance(f, "a1"), 15);
+  char *cur = q_text(db(f), "SELECT currency FROM accounts WHERE id = 'a1'");
+  assert_string_equal(cur, "EUR");
+  free(cur);
+  tu_rows rows = tu_outbox(esr_partition_store(f->p));
+  assert_int_equal(rows.n, 3);
+  assert_string_equal(rows.v[0].reason, "rejected");
+  assert_contains(rows.v[0].error, "USD");
+  assert_string_equal(rows.v[1].reason, "invalid");
+  assert_contains(rows.v[1].error, "currency");
+  assert_string_equal(rows.v[2].reason, "invalid");
+  tu_rows_free(&rows);
+}
+
+/* With schemas, data that fails its type's schema is dead-lettered with reason "schema", the JSON pointer and the rule;
+ * an old version is validated after its upcast, against the current version's schema. */
+static void schema_violations_are_dead_lettered(void **state) {
+  fixture *f = *state;
+  esr_error err = {0};
+  esr_schema_set *set = esr_schema_set_load(ESR_SOURCE_DIR "/schemas", &err);
+  if (!set) fail_msg("loading schemas: %s", err.msg);
+  f->env.schemas = set;
+  apply_ok(f, 0, "a1", OPEN("a1"));
+  apply_ok(f, 1, "a1", DEP("a1", "0"));   /* minimum 1 */
+  apply_ok(f, 2, "a1", DEP("a1", "25")); /* v1: upcast to v2 with EUR, then valid */
+  apply_ok(f, 3, "a1", "{\"type\":\"account.deposited\",\"version\":2,\"data\":{\"account\":\"a1\",\"amount\":5,"
+                       "\"currency\":\"euro\"}}");
+  apply_ok(f, 4, "a1", "{\"type\":\"account.opened\",\"data\":{\"account\":\"a1\",\"owner\":\"x\",\"extra\":1}}");
+  commit_ok(f);
+  f->env.schemas = NULL;
+  esr_schema_set_free(set);
+  assert_int_equal(balance(f, "a1"), 25);
+  tu_rows rows = tu_outbox(esr_partition_store(f->p));
+  assert_int_equal(rows.n, 3);
+  for (size_t i = 0; i < rows.n; i++) assert_string_equal(rows.v[i].reason, "schema");
+  assert_contains(rows.v[0].error, "/data/amount");
+  assert_contains(rows.v[1].error, "/data/currency");
+  assert_contains(rows.v[2].error, "extra");
+  tu_rows_free(&rows);
+}
+
 /* --- migrations --- */
 
 static void migrate_runs_once(void **state) {
@@ -1007,7 +1061,7 @@ static void migrate_runs_once(void **state) {
                             "WHERE name = 'good'");
   assert_string_equal(row, "good:1:1.2.3");
   free(row);
-  assert_int_equal(q_int(db(f), "SELECT schema_version FROM esr_handlers WHERE name = 'ledger'"), 1);
+  assert_int_equal(q_int(db(f), "SELECT schema_version FROM esr_handlers WHERE name = 'ledger'"), 2);
   assert_int_equal(q_int(db(f), "SELECT count(*) FROM test_migrations"), 1);
   assert_int_equal(q_int(db(f), "SELECT from_version FROM test_migrations"), 0);
   reopen(f);
@@ -1144,6 +1198,8 @@ int main(void) {
       T(upcast_runs_before_apply),
       T(upcast_effects_roll_back_with_the_event_and_emit_is_refused),
       T(handler_cannot_change_esr_tables),
+      T(ledger_deposit_v1_upcast_and_v2_currency),
+      T(schema_violations_are_dead_lettered),
       T(migrate_runs_once),
       T(newer_handler_tables_refused),
       T(failed_migration_rolled_back_and_refused),

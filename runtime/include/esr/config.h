@@ -51,6 +51,7 @@ typedef struct esr_config {
   char *checkpoint_s3_region;
   int recovery_quick_check;
   int max_crash_retries;
+  char *schemas_dir; /* JSON Schemas <type>.v<version>.json of the events' data, or NULL */
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
   size_t n_kafka;
 } esr_config;

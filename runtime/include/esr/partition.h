@@ -3,8 +3,9 @@
  * A partition owns its store and a working position (next offset, log digest, counters) that runs ahead of the
  * committed one while a batch is open. esr_partition_apply consumes one message: a message below the working next
  * offset is a redelivery and is skipped; any other is either applied by the handler that claims its type (in a
- * savepoint of its own) or written to the outbox as a dead letter with a reason (bad-json, bad-envelope, unknown-type,
- * unknown-version, rejected, invalid) — in both cases inside the batch transaction, so it counts as consumed exactly
+ * savepoint of its own; an older version upcast first, then its data validated against the schema of its type and
+ * version when there is one) or written to the outbox as a dead letter with a reason (bad-json, bad-envelope,
+ * unknown-type, unknown-version, schema, rejected, invalid, crash) — in both cases inside the batch transaction, so it counts as consumed exactly
  * when the batch commits. esr_partition_commit writes the position in the same transaction. The caller (the worker)
  * decides batch boundaries and owns the Kafka side: it must rewind the consumer to esr_partition_next_offset after an
  * apply or commit that failed with a store error (the batch was rolled back). A handler that returns ESR_FATAL stops
@@ -20,6 +21,7 @@
 #include "esr/crashguard.h"
 #include "esr/publisher.h"
 #include "esr/registry.h"
+#include "esr/schema.h"
 #include "esr/store.h"
 
 typedef struct esr_partition esr_partition;
@@ -42,6 +44,7 @@ typedef struct esr_partition_env {
   int max_crash_retries;                /* restarts of one batch before the careful pass (crashguard.h) */
   int batch_max;                        /* how many events a careful pass covers */
   const esr_crash_record *last_crash;   /* the previous process's fatal signal, or NULL */
+  const esr_schema_set *schemas;        /* the events' data is validated against these (after upcast), or NULL */
 } esr_partition_env;
 
 /* Opens the partition's store and brings every handler's tables up to date. `sink` identifies the partition in
