@@ -14,6 +14,7 @@ static void usage(FILE *out) {
           "  run --config FILE      run a worker (see 'esr run --help' for the configuration keys)\n"
           "  mock-cluster           host librdkafka's mock Kafka cluster in this process, for tests and demos\n"
           "  schema check SCHEMA    validate JSON documents against a JSON Schema (draft-07), as the worker does\n"
+          "  dlq replay             put dead-lettered events back into their source topic after a fix\n"
           "  help [COMMAND]         show help\n"
           "  version                print the version\n"
           "\n"
@@ -30,6 +31,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "run") == 0) return esr_cmd_run(argc - 1, argv + 1);
   if (strcmp(cmd, "mock-cluster") == 0) return esr_cmd_mock_cluster(argc - 1, argv + 1);
   if (strcmp(cmd, "schema") == 0) return esr_cmd_schema(argc - 1, argv + 1);
+  if (strcmp(cmd, "dlq") == 0) return esr_cmd_dlq(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("esr %s\n", ESR_VERSION);
     return 0;
@@ -40,6 +42,7 @@ int main(int argc, char **argv) {
       if (strcmp(argv[2], "run") == 0) return esr_cmd_run(2, sub);
       if (strcmp(argv[2], "mock-cluster") == 0) return esr_cmd_mock_cluster(2, sub);
       if (strcmp(argv[2], "schema") == 0) return esr_cmd_schema(2, sub);
+      if (strcmp(argv[2], "dlq") == 0) return esr_cmd_dlq(2, sub);
     }
     usage(stdout);
     return 0;
