@@ -100,6 +100,30 @@ static int opened(esr_ctx *ctx, const esr_event *ev, const char *account) {
   return ESR_OK;
 }
 
+/* Why a deposit or withdrawal changed no row: the account is missing, in another currency, or the amount does not fit
+ * (overflow / insufficient funds). Only on this rare path: the common one is a single UPDATE. */
+static int refused(esr_ctx *ctx, const char *account, int64_t amount, const char *currency) {
+  sqlite3_stmt *st = host->stmt(ctx, "SELECT balance, currency FROM accounts WHERE id = ?1");
+  if (!st) return ESR_FATAL;
+  sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) {
+    host->error(ctx, "account %s was never opened", account);
+    return ESR_REJECT;
+  }
+  if (rc != SQLITE_ROW) return sql_failed(ctx, "reading the account");
+  int64_t balance = sqlite3_column_int64(st, 0);
+  const char *has = (const char *)sqlite3_column_text(st, 1);
+  if (currency && has && strcmp(has, currency) != 0)
+    host->error(ctx, "a deposit in %s into account %s, which is in %s", currency, account, has);
+  else if (currency)
+    host->error(ctx, "deposit of %lld would overflow the balance of account %s", (long long)amount, account);
+  else
+    host->error(ctx, "insufficient funds in account %s: balance %lld, withdrawal %lld", account, (long long)balance,
+                (long long)amount);
+  return ESR_REJECT;
+}
+
 static int deposited(esr_ctx *ctx, const esr_event *ev, const char *account) {
   int64_t amount;
   if (!amount_of(ctx, ev, &amount)) return ESR_INVALID;
@@ -108,33 +132,16 @@ static int deposited(esr_ctx *ctx, const esr_event *ev, const char *account) {
     host->error(ctx, "currency must be 3 capital letters (ISO 4217)");
     return ESR_INVALID;
   }
+  /* The balance must stay an INTEGER: SQLite would turn an int64 overflow into a REAL. */
   sqlite3_stmt *st = host->stmt(ctx, "UPDATE accounts SET balance = balance + ?2, updated_at = ?3 "
-                                     "WHERE id = ?1 AND currency = ?4 RETURNING balance");
+                                     "WHERE id = ?1 AND currency = ?4 AND balance <= 9223372036854775807 - ?2");
   if (!st) return ESR_FATAL;
   sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, amount);
   sqlite3_bind_text(st, 3, ev->time, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 4, currency, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) {
-    st = host->stmt(ctx, "SELECT currency FROM accounts WHERE id = ?1");
-    if (!st) return ESR_FATAL;
-    sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-      host->error(ctx, "a deposit in %s into account %s, which is in %s", currency, account,
-                  (const char *)sqlite3_column_text(st, 0));
-    else if (rc == SQLITE_DONE)
-      host->error(ctx, "account %s was never opened", account);
-    else
-      return sql_failed(ctx, "reading the account");
-    return ESR_REJECT;
-  }
-  if (rc != SQLITE_ROW) return sql_failed(ctx, "depositing");
-  if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) { /* SQLite turns an int64 overflow into a REAL */
-    host->error(ctx, "deposit of %lld would overflow the balance of account %s", (long long)amount, account);
-    return ESR_REJECT;
-  }
+  if (sqlite3_step(st) != SQLITE_DONE) return sql_failed(ctx, "depositing");
+  if (sqlite3_changes(host->db(ctx)) == 0) return refused(ctx, account, amount, currency);
   return ESR_OK;
 }
 
@@ -142,26 +149,14 @@ static int withdrawn(esr_ctx *ctx, const esr_event *ev, const char *account) {
   int64_t amount;
   if (!amount_of(ctx, ev, &amount)) return ESR_INVALID;
   sqlite3_stmt *st = host->stmt(ctx, "UPDATE accounts SET balance = balance - ?2, updated_at = ?3 "
-                                     "WHERE id = ?1 AND balance >= ?2 RETURNING balance");
+                                     "WHERE id = ?1 AND balance >= ?2");
   if (!st) return ESR_FATAL;
   sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, amount);
   sqlite3_bind_text(st, 3, ev->time, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) return ESR_OK;
-  if (rc != SQLITE_DONE) return sql_failed(ctx, "withdrawing");
-  st = host->stmt(ctx, "SELECT balance FROM accounts WHERE id = ?1");
-  if (!st) return ESR_FATAL;
-  sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) {
-    host->error(ctx, "account %s was never opened", account);
-    return ESR_REJECT;
-  }
-  if (rc != SQLITE_ROW) return sql_failed(ctx, "reading the balance");
-  host->error(ctx, "insufficient funds in account %s: balance %lld, withdrawal %lld", account,
-              (long long)sqlite3_column_int64(st, 0), (long long)amount);
-  return ESR_REJECT;
+  if (sqlite3_step(st) != SQLITE_DONE) return sql_failed(ctx, "withdrawing");
+  if (sqlite3_changes(host->db(ctx)) == 0) return refused(ctx, account, amount, NULL);
+  return ESR_OK;
 }
 
 static int apply(esr_ctx *ctx, const esr_event *ev) {

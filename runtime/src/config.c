@@ -345,7 +345,9 @@ static const key_spec KEYS[] = {
     {"handlers", set_handlers, 1, NULL, "/usr/lib/esr/ledger.so", "handler plugins (.so paths), comma-separated"},
     {"dlq.topic", set_dlq_topic, 1, NULL, "ledger.dlq", "dead-letter topic for events that cannot be applied"},
     {"batch.max.events", set_batch_events, 0, "1000", "1000", "events per partition per SQLite transaction"},
-    {"batch.max.ms", set_batch_ms, 0, "100", "100", "longest time a partition's batch stays open"},
+    {"batch.max.ms", set_batch_ms, 0, "100", "100",
+     "longest time a partition's batch stays open while the worker keeps up (up to 10x while it catches up a backlog; "
+     "an idle worker commits at once)"},
     {"assignment", set_assignment, 0, "group", "static",
      "group (Kafka consumer group, needs kafka.group.id) or static (partitions/instance, no group protocol)"},
     {"partitions", set_partitions, 0, NULL, "0,2,5-7", "static assignment: the partitions this worker owns"},

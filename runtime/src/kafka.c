@@ -24,6 +24,8 @@ static const kafka_default CONSUMER_DEFAULTS[] = {
     {"enable.partition.eof", "false", 1},
     /* 2.0.2 pauses fetching for a fixed second when more than this is queued (KAFKA-NOTES: ~137k/s cap otherwise). */
     {"queued.min.messages", "1000000", 0},
+    /* ... but bound the memory the prefetch may take (the count alone would prefetch a whole backlog). */
+    {"queued.max.messages.kbytes", "32768", 0},
     {"fetch.wait.max.ms", "100", 0},
     {"partition.assignment.strategy", "cooperative-sticky", 0},
     {"session.timeout.ms", "10000", 0},

@@ -44,6 +44,8 @@ struct esr_store {
   int host_call;                /* a host service runs on behalf of the handler: the guard does not apply */
   sqlite3_stmt *host[ST_COUNT]; /* prepared with the guard off, never handed to handlers */
   stmt_cache handler_stmts;     /* lent to handlers */
+  sqlite3_stmt *lent[32];       /* lent during the current guarded callback: reset when the guard goes off */
+  int n_lent;                   /* > 32: too many to track, sweep every statement instead */
   stmt_cache host_stmts;        /* the host's own (outbox, esr_handlers): never lent, so never reachable by SQL text */
 };
 
@@ -210,19 +212,40 @@ const char *esr_store_topic(const esr_store *s) { return s->topic; }
 int32_t esr_store_partition(const esr_store *s) { return s->partition; }
 const esr_position *esr_store_position(const esr_store *s) { return &s->pos; }
 int esr_store_in_batch(const esr_store *s) { return s->in_batch; }
-void esr_store_guard(esr_store *s, int on) {
-  s->guard = on;
-  if (on) return;
-  /* Statements lent to the handler are borrowed only during its callback: one left mid-step (a RETURNING row not
-   * read to the end, say) would block RELEASE and COMMIT. */
+/* Resets every statement of the connection that is mid-step. */
+static void sweep(esr_store *s) {
   for (sqlite3_stmt *st = sqlite3_next_stmt(s->db, NULL); st; st = sqlite3_next_stmt(s->db, st))
     if (sqlite3_stmt_busy(st)) sqlite3_reset(st);
+}
+
+void esr_store_guard(esr_store *s, int on) {
+  s->guard = on;
+  if (on) {
+    s->n_lent = 0;
+    return;
+  }
+  /* Statements lent to the handler are borrowed only during its callback: one left mid-step (a RETURNING row not
+   * read to the end, say) would block RELEASE and COMMIT. A statement the handler prepared itself and left busy is
+   * caught when RELEASE or COMMIT report it (run_host sweeps and retries). */
+  if (s->n_lent > (int)(sizeof s->lent / sizeof *s->lent)) {
+    sweep(s);
+  } else {
+    for (int i = 0; i < s->n_lent; i++)
+      if (sqlite3_stmt_busy(s->lent[i])) sqlite3_reset(s->lent[i]);
+  }
+  s->n_lent = 0;
 }
 
 static esr_code run_host(esr_store *s, int which, esr_error *err) {
   sqlite3_stmt *st = s->host[which];
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
+  if (rc == SQLITE_BUSY && which != ST_BEGIN && which != ST_POSITION) {
+    /* "SQL statements in progress": one the handler prepared and left mid-step. */
+    sweep(s);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+  }
   if (rc != SQLITE_DONE) return esr_store_error(s, err, HOST_SQL[which]);
   return ESR_E_OK;
 }
@@ -340,7 +363,13 @@ static sqlite3_stmt *cache_get(esr_store *s, stmt_cache *c, const char *sql, esr
 }
 
 sqlite3_stmt *esr_store_stmt(esr_store *s, const char *sql, esr_error *err) {
-  return cache_get(s, &s->handler_stmts, sql, err);
+  sqlite3_stmt *st = cache_get(s, &s->handler_stmts, sql, err);
+  if (st && s->guard) {
+    if (s->n_lent < (int)(sizeof s->lent / sizeof *s->lent))
+      s->lent[s->n_lent] = st;
+    if (s->n_lent <= (int)(sizeof s->lent / sizeof *s->lent)) s->n_lent++;
+  }
+  return st;
 }
 
 sqlite3_stmt *esr_store_host_stmt(esr_store *s, const char *sql, esr_error *err) {

@@ -34,6 +34,7 @@
 
 #define RETRY_BACKOFF_MS 1000
 #define TICK_MS 20
+#define IDLE_MS 5 /* no message for this long while batches are open: commit them */
 #define STATS_MS 10000
 #define REVOKE_FLUSH_MS 5000
 #define SHUTDOWN_FLUSH_MS 10000
@@ -393,17 +394,23 @@ static void on_message(applier *a, rd_kafka_message_t *m) {
     for (size_t p_ = 0; p_ < (a)->topics[t_].cap; p_++)                                                                \
       if (((s) = (a)->topics[t_].by_partition[p_]))
 
-/* Commits batches that are old enough, retries paused partitions, runs outbox housekeeping. */
-static void tick(applier *a, int64_t now) {
+/* Commits batches that are due, retries paused partitions, runs outbox housekeeping. Batching adapts to the load:
+ * when the thread's queue is empty (idle: it keeps up with the log) every open batch is committed at once, so that a
+ * quiet partition's events are durable within milliseconds; while a backlog waits, a batch may stay open up to 10 x
+ * batch.max.ms so that it fills (one transaction per partition per batch.max.events: with many partitions per thread,
+ * the plain age limit would commit batches of a few dozen events during a catch-up). */
+static void tick(applier *a, int64_t now, int idle) {
   int open = 0;
   slot *s;
+  int64_t max_age = a->w->cfg->batch_max_ms;
+  if (!idle && rd_kafka_queue_length(a->queue) >= (size_t)a->w->cfg->batch_max_events) max_age *= 10;
   FOR_EACH_SLOT(a, s) {
     if (s->paused) {
       if (s->retry_at && now >= s->retry_at) resume_slot(a, s);
       continue;
     }
     if (esr_partition_batch_events(s->p) > 0) {
-      if (now - esr_partition_batch_started(s->p) >= a->w->cfg->batch_max_ms)
+      if (idle || now - esr_partition_batch_started(s->p) >= max_age)
         commit_slot(a, s);
       else
         open++;
@@ -475,7 +482,7 @@ static void *applier_main(void *arg) {
   while (!a->exit) {
     serve_ctls(a);
     if (a->exit) break;
-    rd_kafka_message_t *m = rd_kafka_consume_queue(a->queue, a->open_batches ? TICK_MS / 2 : 100);
+    rd_kafka_message_t *m = rd_kafka_consume_queue(a->queue, a->open_batches ? IDLE_MS : 100);
     if (m) {
       if (!a->draining) on_message(a, m);
       rd_kafka_message_destroy(m);
@@ -483,7 +490,7 @@ static void *applier_main(void *arg) {
     esr_publisher_poll(a->pub, 0);
     int64_t now = esr_now_ms();
     if (!a->draining && (now - last_tick >= TICK_MS || !m)) {
-      tick(a, now);
+      tick(a, now, !m); /* no message for IDLE_MS: the thread keeps up, commit what is open */
       last_tick = now;
     }
   }
@@ -557,6 +564,10 @@ static rd_kafka_topic_partition_list_t *open_partitions(esr_worker *w, const rd_
     int *owner = t < 0 ? NULL : owner_ref(w, (size_t)t, parts->elems[i].partition);
     if (!owner) continue;
     applier *a = *owner >= 0 ? &w->appliers[*owner] : least_loaded(w);
+    if (*owner < 0) {
+      a->owned++; /* counted now, so that the next partition of this list goes to the next least loaded thread */
+      *owner = a->index;
+    }
     cs[i] = (ctl){.kind = CTL_OPEN, .topic = (size_t)t, .partition = parts->elems[i].partition};
     who[i] = a;
     submit(a, &cs[i]);
@@ -565,10 +576,11 @@ static rd_kafka_topic_partition_list_t *open_partitions(esr_worker *w, const rd_
     applier *a = who[i];
     if (!a) continue;
     wait_done(a, &cs[i]);
-    if (cs[i].offset < 0) continue;
-    int *owner = owner_ref(w, cs[i].topic, cs[i].partition);
-    if (*owner < 0) a->owned++;
-    *owner = a->index;
+    if (cs[i].offset < 0) { /* not opened: not owned */
+      a->owned--;
+      w->owner[cs[i].topic][cs[i].partition] = -1;
+      continue;
+    }
     rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(w->rk, parts->elems[i].topic, parts->elems[i].partition);
     if (pq) {
       rd_kafka_queue_forward(pq, a->queue);
