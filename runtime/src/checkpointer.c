@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,11 +12,29 @@
 #include "esr/checkpoint.h"
 #include "esr/clock.h"
 #include "esr/log.h"
+#include "esr/recovery.h"
 #include "esr/store.h"
+
+struct esr_verify_ticket {
+  _Atomic int state;
+  _Atomic int refs;
+  char msg[400]; /* written before state becomes CORRUPT */
+};
+
+int esr_verify_state(esr_verify_ticket *t, const char **msg) {
+  int st = atomic_load(&t->state);
+  if (msg) *msg = t->msg;
+  return st;
+}
+
+void esr_verify_release(esr_verify_ticket *t) {
+  if (t && atomic_fetch_sub(&t->refs, 1) == 1) free(t);
+}
 
 typedef struct job {
   char *topic;
   int32_t partition;
+  esr_verify_ticket *verify; /* a verification job, not a checkpoint */
   int waited;   /* someone waits on it: keep it after it ran, they free it */
   int done;
   esr_code rc;
@@ -42,6 +61,24 @@ static int cancelled(void *arg) { return atomic_load(&((esr_checkpointer *)arg)-
 static void run(esr_checkpointer *c, job *j) {
   char db[4096];
   esr_store_path(db, sizeof db, c->state_dir, j->topic, j->partition);
+  if (j->verify) {
+    esr_error e = {0};
+    int64_t t0 = esr_now_ms();
+    esr_code rc = esr_recovery_check_db(db, &e);
+    if (rc == ESR_E_CORRUPT) {
+      snprintf(j->verify->msg, sizeof j->verify->msg, "%s", e.msg);
+      atomic_store(&j->verify->state, ESR_VERIFY_CORRUPT);
+    } else {
+      if (rc != ESR_E_OK) /* not a verdict on the data (an I/O error, the file busy): count it as checked, say so */
+        esr_log(ESR_LOG_WARN, "recovery", "%s[%d]: integrity check could not run: %s", j->topic, (int)j->partition,
+                e.msg);
+      else
+        esr_log(ESR_LOG_DEBUG, "recovery", "%s[%d]: integrity check ok in %" PRId64 " ms", j->topic,
+                (int)j->partition, esr_now_ms() - t0);
+      atomic_store(&j->verify->state, ESR_VERIFY_OK);
+    }
+    return;
+  }
   esr_checkpoint_opts o = {.progress = cancelled, .progress_arg = c};
   esr_manifest *m = NULL;
   int64_t t0 = esr_now_ms();
@@ -81,6 +118,7 @@ static void run(esr_checkpointer *c, job *j) {
 
 static void job_free(job *j) {
   if (!j) return;
+  esr_verify_release(j->verify);
   free(j->topic);
   free(j);
 }
@@ -162,10 +200,11 @@ void esr_checkpointer_free(esr_checkpointer *c) {
   free(c);
 }
 
-/* Queues a job; returns the queued one for this partition when there is one already (then *fresh = 0). Under mu. */
+/* Queues a checkpoint job; returns the queued one for this partition when there is one already (then *fresh = 0).
+ * Under mu. */
 static job *enqueue(esr_checkpointer *c, const char *topic, int32_t partition, int *fresh) {
   for (job *j = c->head; j; j = j->next)
-    if (j->partition == partition && strcmp(j->topic, topic) == 0) {
+    if (!j->verify && j->partition == partition && strcmp(j->topic, topic) == 0) {
       *fresh = 0;
       return j;
     }
@@ -229,6 +268,33 @@ esr_code esr_checkpointer_now(esr_checkpointer *c, const char *topic, int32_t pa
   }
   pthread_mutex_unlock(&c->mu);
   return rc;
+}
+
+esr_verify_ticket *esr_checkpointer_verify(esr_checkpointer *c, const char *topic, int32_t partition) {
+  esr_verify_ticket *t = calloc(1, sizeof *t);
+  job *j = calloc(1, sizeof *j);
+  if (!t || !j || !(j->topic = strdup(topic))) {
+    free(t);
+    free(j);
+    return NULL;
+  }
+  atomic_store(&t->refs, 2); /* the caller's and the job's */
+  j->partition = partition;
+  j->verify = t;
+  pthread_mutex_lock(&c->mu);
+  if (c->stop) {
+    pthread_mutex_unlock(&c->mu);
+    job_free(j);
+    esr_verify_release(t);
+    return NULL;
+  }
+  /* Ahead of checkpoint jobs: a partition's outbox waits for this verdict. */
+  j->next = c->head;
+  c->head = j;
+  if (!c->tail) c->tail = j;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  return t;
 }
 
 int esr_checkpointer_drain(esr_checkpointer *c, int timeout_ms) {

@@ -225,6 +225,12 @@ esr_code esr_guard_open(const char *state_dir, const char *topic, int32_t partit
   return ESR_E_OK;
 }
 
+void esr_guard_release(esr_guard *g) {
+  if (!g || g->first < 0) return;
+  g->first = -1;
+  save(g);
+}
+
 void esr_guard_close(esr_guard *g) {
   if (!g) return;
   if (t_cur.g == g) t_cur.g = NULL;

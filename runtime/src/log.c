@@ -71,6 +71,8 @@ void esr_logv(int level, const char *component, const char *fmt, va_list ap) {
   char line[4096];
   size_t len;
   if (format == ESR_LOG_TEXT) {
+    for (char *c = msg; *c; c++) /* one record, one line: a message with newlines (a quick_check report) stays one */
+      if ((unsigned char)*c < 0x20) *c = ' ';
     len = (size_t)snprintf(line, sizeof line - 1, "%s %-5s %s: %s", when, level_name(level), component, msg);
     if (len > sizeof line - 2) len = sizeof line - 2;
   } else {

@@ -17,6 +17,7 @@
 
 #define MAX_IN_FLIGHT 10000
 #define PUBLISH_SCAN 1000
+#define WAL_IDLE_MS 1000 /* a partition with no commit for this long truncates its WAL */
 
 typedef struct seq_list {
   int64_t *v;
@@ -42,6 +43,9 @@ struct esr_partition {
   int in_flight;
   int send_failed;
   int unsent; /* rows may exist beyond sent_upto */
+  int held;   /* the outbox is held back (esr_partition_hold) */
+  int wal_dirty;          /* committed since the WAL was last truncated */
+  int64_t last_commit_ms; /* esr_now_ms of the last commit */
   seq_list delivered; /* acknowledged, to delete in the next transaction */
   seq_list deleting;  /* deleted in the open transaction */
 };
@@ -142,6 +146,7 @@ fail:
 
 void esr_partition_close(esr_partition *p) {
   if (!p) return;
+  esr_guard_release(p->guard); /* closed on purpose: whatever batch was open is not a death */
   esr_store_close(p->store);
   esr_hasher_free(p->hasher);
   esr_guard_close(p->guard);
@@ -300,6 +305,10 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     }
     return rc;
   }
+  int ext = sqlite3_extended_errcode(esr_store_db(s));
+  if ((ext & 0xff) == SQLITE_CORRUPT || ext == SQLITE_NOTADB) /* not the event's fault: the database is damaged */
+    return esr_error_set(err, ESR_E_CORRUPT, ext, "handler %s, apply %s[%d]@%" PRId64 ": the database is corrupt (%s)",
+                         h->name, ev.topic, (int)ev.partition, m->offset, sqlite3_errmsg(esr_store_db(s)));
   if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
   const char *why = ctx.error[0] ? ctx.error : "(the handler gave no message)";
   if (hr == ESR_REJECT || hr == ESR_INVALID) {
@@ -365,6 +374,8 @@ esr_code esr_partition_commit(esr_partition *p, esr_error *err) {
     return esr_error_prefix(err, "%s[%d]: commit", esr_store_topic(p->store), (int)esr_store_partition(p->store));
   }
   esr_guard_committed(p->guard, p->pending.next_offset);
+  p->wal_dirty = 1;
+  p->last_commit_ms = esr_now_ms();
   p->deleting.n = 0;
   p->batch_events = 0;
   if (p->batch_outbox) p->unsent = 1;
@@ -389,8 +400,10 @@ static int send_row(void *arg, const esr_outbox_row *row) {
   return p->in_flight >= MAX_IN_FLIGHT;
 }
 
+void esr_partition_hold(esr_partition *p, int on) { p->held = on; }
+
 esr_code esr_partition_publish(esr_partition *p, esr_error *err) {
-  if (!p->env->publisher || !p->unsent) return ESR_E_OK;
+  if (!p->env->publisher || !p->unsent || p->held) return ESR_E_OK;
   while (p->in_flight < MAX_IN_FLIGHT) {
     send_ctx sc = {p, err, ESR_E_OK};
     int64_t before = p->sent_upto, last = p->sent_upto;
@@ -423,6 +436,14 @@ esr_code esr_partition_tick(esr_partition *p, esr_error *err) {
   if (p->delivered.n && !esr_store_in_batch(p->store)) {
     if ((rc = begin(p, err)) != ESR_E_OK) return rc;
     if ((rc = esr_partition_commit(p, err)) != ESR_E_OK) return rc;
+  }
+  if (p->wal_dirty && !esr_store_in_batch(p->store) && esr_now_ms() - p->last_commit_ms >= WAL_IDLE_MS) {
+    /* Idle for a while: fold the WAL into the database, so that a crash now costs no WAL recovery at restart. */
+    esr_error werr;
+    if (esr_store_wal_truncate(p->store, &werr) == ESR_E_OK)
+      p->wal_dirty = 0;
+    else if (werr.code != ESR_E_STATE)
+      p->wal_dirty = 0; /* a real error: the next commit will try again; not worth a failure */
   }
   if (p->send_failed && p->in_flight == 0 && !p->delivered.n && !esr_store_in_batch(p->store)) {
     /* Everything left in the outbox is undelivered: send it all again. */

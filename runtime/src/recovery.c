@@ -74,6 +74,9 @@ static esr_code check_live(const char *live, const char *topic, int32_t partitio
     rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "cannot open: %s", sqlite3_errmsg(db));
     goto out;
   }
+  /* As the only connection, closing would checkpoint the whole WAL a crash left behind: the store does that later,
+   * in the course of its commits, instead of on the restart path. */
+  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
   sqlite3_busy_timeout(db, 5000);
   if (quick_check) {
     if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
@@ -116,21 +119,17 @@ out:
   return rc;
 }
 
-typedef struct reject_ctx {
-  const esr_recovery_env *env;
-  esr_recovery_result *r;
-} reject_ctx;
-
-static void on_reject(void *arg, const char *topic, int32_t partition, int64_t next_offset, const esr_error *why) {
-  reject_ctx *rc = arg;
-  note(rc->r, "local checkpoint %" PRId64 " is invalid (%s): quarantined", next_offset, why->msg);
-  esr_checkpoint_quarantine(rc->env->cp_dir, topic, partition, next_offset, NULL);
-}
-
 /* Whether the log holds what a state at `next` needs: [next, end) must still be there. */
 static int covered(const esr_recovery_result *r, int64_t next) {
   if (r->log_start < 0) return 1; /* unknown: the consumer refuses a gap when it fetches */
   return next >= r->log_start && next <= r->log_end;
+}
+
+/* Drops entry i of a manifest list. */
+static void drop(esr_manifest_list *l, size_t i) {
+  esr_manifest_free(l->v[i]);
+  memmove(&l->v[i], &l->v[i + 1], (l->n - i - 1) * sizeof *l->v);
+  l->n--;
 }
 
 esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t partition, esr_recovery_result *r,
@@ -138,14 +137,11 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
   memset(r, 0, sizeof *r);
   int64_t t0 = esr_now_ms();
   r->log_start = r->log_end = -1;
-  if (env->bounds && env->bounds(env->bounds_arg, topic, partition, &r->log_start, &r->log_end) != 0) {
-    r->log_start = r->log_end = -1;
-    note(r, "log bounds unknown (broker unreachable?)");
-  }
   char live[4096];
   esr_store_path(live, sizeof live, env->state_dir, topic, partition);
+  esr_code rc = ESR_E_OK;
 
-  /* Candidate 1: the live database. */
+  /* Candidate 1: the live database (its full check may be deferred: env->quick_check). */
   int64_t live_next = -1;
   if (exists(live)) {
     esr_error e = {0};
@@ -154,20 +150,15 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
       move_aside(live, aside, sizeof aside);
       note(r, "live database unusable (%s): moved to %s", e.msg, aside);
       live_next = -1;
-    } else if (!covered(r, live_next)) {
-      note(r, "live database at offset %" PRId64 " is outside the log [%" PRId64 ", %" PRId64 ")", live_next,
-           r->log_start, r->log_end);
     }
   }
-
-  /* Candidate 2: the newest valid local checkpoint. */
-  esr_manifest *local = NULL;
-  reject_ctx rctx = {env, r};
-  esr_code rc = esr_checkpoint_newest_valid(env->cp_dir, topic, partition, on_reject, &rctx, &local, err);
-  if (rc != ESR_E_OK) return esr_error_prefix(err, "%s[%d]: local checkpoints", topic, (int)partition);
-
-  /* Candidate 3: the newest checkpoint in the remote store (listed now, fetched only if chosen). */
-  esr_manifest_list *remote = NULL;
+  /* Candidates 2 and 3: local and remote checkpoints, by their manifests; a data file is read only if chosen (the
+   * restore verifies size, SHA-256 and position while it copies). */
+  esr_manifest_list *local = NULL, *remote = NULL;
+  if ((rc = esr_checkpoint_list(env->cp_dir, topic, partition, &local, err)) != ESR_E_OK) {
+    esr_error_prefix(err, "%s[%d]: local checkpoints", topic, (int)partition);
+    goto out;
+  }
   if (env->store) {
     esr_error e = {0};
     if (esr_cpstore_list(env->store, topic, partition, &remote, &e) != ESR_E_OK) {
@@ -175,6 +166,21 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
       remote = NULL;
     }
   }
+  /* The usual restart: the live database is at least as new as any checkpoint. It needs no log bounds (a gap is then
+   * refused by the consumer when it fetches: auto.offset.reset=error) — one broker round trip less per partition. */
+  if (live_next >= 0 && (!local->n || local->v[0]->next_offset <= live_next) &&
+      (!remote || !remote->n || remote->v[0]->next_offset <= live_next)) {
+    r->step = ESR_RECOVERY_LIVE;
+    r->next_offset = live_next;
+    goto out;
+  }
+  if (env->bounds && env->bounds(env->bounds_arg, topic, partition, &r->log_start, &r->log_end) != 0) {
+    r->log_start = r->log_end = -1;
+    note(r, "log bounds unknown (broker unreachable?)");
+  }
+  if (live_next >= 0 && !covered(r, live_next))
+    note(r, "live database at offset %" PRId64 " is outside the log [%" PRId64 ", %" PRId64 ")", live_next,
+         r->log_start, r->log_end);
 
   for (;;) {
     int64_t best = -1;
@@ -183,11 +189,12 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
       best = live_next;
       step = ESR_RECOVERY_LIVE;
     }
-    if (local && covered(r, local->next_offset) && local->next_offset > best) {
-      best = local->next_offset;
+    size_t li = 0, ri = 0;
+    while (li < local->n && !covered(r, local->v[li]->next_offset)) li++;
+    if (li < local->n && local->v[li]->next_offset > best) {
+      best = local->v[li]->next_offset;
       step = ESR_RECOVERY_LOCAL;
     }
-    size_t ri = 0;
     if (remote) {
       while (ri < remote->n && !covered(r, remote->v[ri]->next_offset)) ri++;
       if (ri < remote->n && remote->v[ri]->next_offset > best) {
@@ -197,8 +204,14 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
     }
     if (step == ESR_RECOVERY_LOG) {
       if (r->log_start > 0) {
+        if (local->n)
+          note(r, "newest local checkpoint at %" PRId64 " is outside the log [%" PRId64 ", %" PRId64 ")",
+               local->v[0]->next_offset, r->log_start, r->log_end);
+        if (remote && remote->n)
+          note(r, "newest remote checkpoint at %" PRId64 " is outside the log [%" PRId64 ", %" PRId64 ")",
+               remote->v[0]->next_offset, r->log_start, r->log_end);
         int64_t newest = live_next;
-        if (local && local->next_offset > newest) newest = local->next_offset;
+        if (local->n && local->v[0]->next_offset > newest) newest = local->v[0]->next_offset;
         if (remote && remote->n && remote->v[0]->next_offset > newest) newest = remote->v[0]->next_offset;
         int64_t need = newest < 0 ? 0 : newest;
         rc = esr_error_set(err, ESR_E_GAP, 0,
@@ -210,7 +223,7 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
                            r->detail[0] ? r->detail : "no checkpoint found");
         goto out;
       }
-      if (exists(live)) { /* an unusable live database outside the log: keep it for inspection */
+      if (exists(live)) { /* a live database outside the log: keep it for inspection */
         char aside[4300];
         move_aside(live, aside, sizeof aside);
         note(r, "live database moved to %s", aside);
@@ -224,19 +237,16 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
       r->next_offset = live_next;
       break;
     }
-    const esr_manifest *m = local;
+    const esr_manifest *m = step == ESR_RECOVERY_LOCAL ? local->v[li] : remote->v[ri];
     if (step == ESR_RECOVERY_REMOTE) {
       esr_error e = {0};
-      m = remote->v[ri];
       if (esr_cpstore_fetch(env->store, m, env->cp_dir, &e) != ESR_E_OK) {
         note(r, "remote checkpoint %" PRId64 " not fetched (%s)", m->next_offset, e.msg);
         if (e.code != ESR_E_CORRUPT) { /* the store is unreachable: use what is here */
           esr_manifest_list_free(remote);
           remote = NULL;
         } else { /* try the next older one */
-          esr_manifest_free(remote->v[ri]);
-          memmove(&remote->v[ri], &remote->v[ri + 1], (remote->n - ri - 1) * sizeof *remote->v);
-          remote->n--;
+          drop(remote, ri);
         }
         continue;
       }
@@ -250,16 +260,13 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
                            (int)partition, m->next_offset, e.msg);
         goto out;
       }
-      note(r, "checkpoint %" PRId64 " failed to restore (%s): quarantined", m->next_offset, e.msg);
+      note(r, "%s checkpoint %" PRId64 " is invalid (%s): quarantined", step == ESR_RECOVERY_LOCAL ? "local" : "remote",
+           m->next_offset, e.msg);
       esr_checkpoint_quarantine(env->cp_dir, topic, partition, m->next_offset, NULL);
-      if (step == ESR_RECOVERY_LOCAL) {
-        esr_manifest_free(local);
-        local = NULL;
-      } else {
-        esr_manifest_free(remote->v[ri]);
-        memmove(&remote->v[ri], &remote->v[ri + 1], (remote->n - ri - 1) * sizeof *remote->v);
-        remote->n--;
-      }
+      if (step == ESR_RECOVERY_LOCAL)
+        drop(local, li);
+      else
+        drop(remote, ri);
       continue;
     }
     if (moved[0]) note(r, "previous live database kept as %s", moved);
@@ -270,7 +277,38 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
   rc = ESR_E_OK;
 out:
   r->elapsed_ms = esr_now_ms() - t0;
-  esr_manifest_free(local);
+  esr_manifest_list_free(local);
   esr_manifest_list_free(remote);
   return rc;
+}
+
+esr_code esr_recovery_check_db(const char *path, esr_error *err) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  esr_code rc = ESR_E_OK;
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+    rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "cannot open: %s", sqlite3_errmsg(db));
+    goto out;
+  }
+  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+  sqlite3_busy_timeout(db, 5000);
+  if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+    int code = sqlite3_extended_errcode(db);
+    rc = esr_error_set(err, (code & 0xff) == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ESR_E_CORRUPT : ESR_E_IO, code,
+                       "quick_check could not run: %s", sqlite3_errmsg(db));
+    goto out;
+  }
+  const char *res = (const char *)sqlite3_column_text(st, 0);
+  if (!res || strcmp(res, "ok") != 0) rc = esr_error_set(err, ESR_E_CORRUPT, 0, "quick_check: %s", res ? res : "?");
+out:
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return rc;
+}
+
+void esr_recovery_quarantine_live(const char *state_dir, const char *topic, int32_t partition, char *aside,
+                                  size_t cap) {
+  char live[4096];
+  esr_store_path(live, sizeof live, state_dir, topic, partition);
+  move_aside(live, aside, cap);
 }

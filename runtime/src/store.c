@@ -306,6 +306,16 @@ static void cache_free(stmt_cache *c) {
   memset(c, 0, sizeof *c);
 }
 
+esr_code esr_store_wal_truncate(esr_store *s, esr_error *err) {
+  if (s->in_batch) return esr_error_set(err, ESR_E_STATE, 0, "a batch is open");
+  sqlite3_busy_timeout(s->db, 0); /* a reader holding the WAL: try another time rather than wait */
+  int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+  sqlite3_busy_timeout(s->db, 5000);
+  if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) return esr_error_set(err, ESR_E_STATE, rc, "the WAL is in use");
+  if (rc != SQLITE_OK) return esr_store_error(s, err, "wal_checkpoint(TRUNCATE)");
+  return ESR_E_OK;
+}
+
 static uint64_t fnv1a(const char *s) {
   uint64_t h = 1469598103934665603ULL;
   for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;

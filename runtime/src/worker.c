@@ -52,6 +52,7 @@ typedef struct slot {
   int64_t cp_offset, cp_at; /* the last checkpoint asked for: at which offset, when (esr_now_ms) */
   int64_t replay_end;       /* log end seen by recovery: "caught up" is logged once the partition reaches it */
   int64_t replay_from, replay_started;
+  esr_verify_ticket *verify; /* the live database's integrity check under way: outbox and checkpoints wait for it */
 } slot;
 
 typedef struct topic_slots {
@@ -202,7 +203,13 @@ static void resume_slot(applier *a, slot *s) {
   s->retry_at = 0;
 }
 
+static void rebuild_slot(applier *a, slot *s, const char *why);
+
 static void lost_batch(applier *a, slot *s, const esr_error *err) {
+  if (err->code == ESR_E_CORRUPT) { /* the database itself is damaged: retrying cannot help, the ladder can */
+    rebuild_slot(a, s, err->msg);
+    return;
+  }
   esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: batch rolled back (%s: %s); rewinding to offset %" PRId64 " in %d ms",
           tname(a, s), (int)s->partition, esr_code_name(err->code), err->msg, esr_partition_next_offset(s->p),
           RETRY_BACKOFF_MS);
@@ -234,7 +241,7 @@ static void commit_slot(applier *a, slot *s) {
     s->replay_end = 0;
   }
   const esr_config *cfg = a->w->cfg;
-  if (cfg->checkpoint_interval_events > 0 && next - s->cp_offset >= cfg->checkpoint_interval_events) {
+  if (!s->verify && cfg->checkpoint_interval_events > 0 && next - s->cp_offset >= cfg->checkpoint_interval_events) {
     esr_checkpointer_request(a->w->checkpointer, tname(a, s), s->partition);
     s->cp_offset = next;
     s->cp_at = esr_now_ms();
@@ -245,7 +252,8 @@ static void commit_slot(applier *a, slot *s) {
 static void checkpoint_if_old(applier *a, slot *s, int64_t now) {
   const esr_config *cfg = a->w->cfg;
   int64_t next = esr_partition_committed(s->p)->next_offset;
-  if (cfg->checkpoint_interval_ms > 0 && next > s->cp_offset && now - s->cp_at >= cfg->checkpoint_interval_ms) {
+  if (!s->verify && cfg->checkpoint_interval_ms > 0 && next > s->cp_offset &&
+      now - s->cp_at >= cfg->checkpoint_interval_ms) {
     esr_checkpointer_request(a->w->checkpointer, tname(a, s), s->partition);
     s->cp_offset = next;
     s->cp_at = now;
@@ -299,6 +307,9 @@ static int64_t open_slot(applier *a, size_t t, int32_t partition) {
   s->replay_end = rr.log_end > pos->next_offset ? rr.log_end : 0;
   char behind[64] = "";
   if (rr.log_end >= 0) snprintf(behind, sizeof behind, "; %" PRId64 " events to replay", rr.log_end - pos->next_offset);
+  if (rr.step == ESR_RECOVERY_LIVE && a->w->cfg->recovery_quick_check &&
+      (s->verify = esr_checkpointer_verify(a->w->checkpointer, topic, partition)))
+    esr_partition_hold(s->p, 1); /* nothing from this database leaves the process before its check passes */
   esr_log(ESR_LOG_INFO, "worker",
           "%s[%d]: assigned; resuming at offset %" PRId64 " (%" PRId64 " applied, %" PRId64
           " dead-lettered so far; apply thread %d; opened in %" PRId64 " ms); recovery: %s in %" PRId64 " ms%s%s%s",
@@ -315,7 +326,7 @@ static void close_slot(applier *a, slot *s) {
   commit_slot(a, s);
   esr_partition_rollback(s->p); /* a batch that could not commit is redone by the next owner */
   int64_t next = esr_partition_committed(s->p)->next_offset;
-  if (a->w->cfg->checkpoint_on_release && next > s->cp_offset && next > 0) {
+  if (a->w->cfg->checkpoint_on_release && !s->verify && next > s->cp_offset && next > 0) {
     /* The next owner climbs the recovery ladder: leave it the newest state, so it replays (almost) nothing. */
     int64_t at = -1;
     if (esr_checkpointer_now(a->w->checkpointer, tname(a, s), s->partition, RELEASE_CHECKPOINT_MS, &at, &err) !=
@@ -330,8 +341,62 @@ static void close_slot(applier *a, slot *s) {
   esr_log(ESR_LOG_INFO, "worker", "%s[%d]: released at offset %" PRId64, tname(a, s), (int)s->partition,
           esr_partition_committed(s->p)->next_offset);
   a->topics[s->topic].by_partition[s->partition] = NULL;
+  esr_verify_release(s->verify);
   esr_partition_close(s->p);
   free(s);
+}
+
+/* The live database failed its background integrity check: nothing derived from it left the process (its outbox was
+ * held), so drop what was applied since the restart, move the database aside, climb the ladder again and seek to
+ * where the rebuilt partition starts. */
+static void rebuild_slot(applier *a, slot *s, const char *why) {
+  size_t t = s->topic;
+  int32_t partition = s->partition;
+  const char *topic = tname(a, s);
+  a->topics[t].by_partition[partition] = NULL;
+  esr_verify_release(s->verify);
+  esr_partition_close(s->p); /* rolls back the open batch */
+  free(s);
+  char aside[4300];
+  esr_recovery_quarantine_live(a->w->cfg->state_dir, topic, partition, aside, sizeof aside);
+  esr_log(ESR_LOG_ERROR, "recovery", "%s[%d]: the live database failed its integrity check (%s): moved to %s; "
+          "rebuilding the partition from the recovery ladder", topic, (int)partition, why, aside);
+  int64_t off = open_slot(a, t, partition);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, partition)->offset = off >= 0 ? off : RD_KAFKA_OFFSET_INVALID;
+  if (off < 0) {
+    rd_kafka_pause_partitions(a->w->rk, l); /* refused: open_slot said why */
+  } else {
+    rd_kafka_resume_partitions(a->w->rk, l); /* it may have been paused by the batch the corruption broke */
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(a->w->rk, l, 5000);
+    if (e) {
+      esr_log(ESR_LOG_ERROR, "recovery", "%s[%d]: seek to %" PRId64 " failed: %s", topic, (int)partition, off,
+              rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+      slot *n = find_slot(a, t, partition);
+      if (n) pause_slot(a, n, RETRY_BACKOFF_MS); /* the retry seeks again */
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Takes the verdict of a background integrity check, if it came. */
+static void check_verdict(applier *a, slot *s) {
+  const char *msg;
+  int state = esr_verify_state(s->verify, &msg);
+  if (state == ESR_VERIFY_PENDING) return;
+  if (state == ESR_VERIFY_CORRUPT) {
+    char why[400];
+    snprintf(why, sizeof why, "%s", msg);
+    rebuild_slot(a, s, why);
+    return;
+  }
+  esr_verify_release(s->verify);
+  s->verify = NULL;
+  esr_partition_hold(s->p, 0);
+  esr_error err;
+  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
+    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", tname(a, s), (int)s->partition, err.msg);
 }
 
 /* The stored offset is not in the log any more: never skip, stop the partition and say what is missing. */
@@ -405,6 +470,10 @@ static void tick(applier *a, int64_t now, int idle) {
   int64_t max_age = a->w->cfg->batch_max_ms;
   if (!idle && rd_kafka_queue_length(a->queue) >= (size_t)a->w->cfg->batch_max_events) max_age *= 10;
   FOR_EACH_SLOT(a, s) {
+    if (s->verify) {
+      check_verdict(a, s);
+      if (!(s = a->topics[t_].by_partition[p_])) continue; /* rebuilt or refused */
+    }
     if (s->paused) {
       if (s->retry_at && now >= s->retry_at) resume_slot(a, s);
       continue;
@@ -733,7 +802,7 @@ static esr_code applier_init(esr_worker *w, applier *a, int index, esr_error *er
   a->recovery = (esr_recovery_env){.state_dir = w->cfg->state_dir,
                                    .cp_dir = w->cp_dir,
                                    .store = a->store,
-                                   .quick_check = w->cfg->recovery_quick_check,
+                                   .quick_check = 0, /* checked in the background: see check_verdict */
                                    .bounds = log_bounds,
                                    .bounds_arg = w};
   a->env = (esr_partition_env){.registry = &w->registry,

@@ -134,6 +134,23 @@ int esrt_state_read(esrt_state *st, const char *dir, const char *topic, int part
   return 0;
 }
 
+int esrt_state_read_one(esrt_state *st, const char *dir, const char *topic, int partitions, int32_t partition) {
+  if (!st->parts) {
+    st->partitions = partitions;
+    st->parts = calloc((size_t)partitions, sizeof *st->parts);
+    if (!st->parts) abort();
+  }
+  if (partition < 0 || partition >= st->partitions || st->parts[partition].present) {
+    fprintf(stderr, "esrt: %s[%d] read twice into one state\n", topic, (int)partition);
+    return -1;
+  }
+  esrt_part_state ps;
+  if (read_db(dir, topic, partition, &ps, st) != 0) return -1;
+  st->parts[partition] = ps;
+  qsort(st->accounts, st->n_accounts, sizeof *st->accounts, cmp_db_account);
+  return 0;
+}
+
 void esrt_state_free(esrt_state *st) {
   for (size_t i = 0; i < st->n_accounts; i++) {
     free(st->accounts[i].id);

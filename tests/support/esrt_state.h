@@ -37,6 +37,9 @@ typedef struct esrt_state {
  * on stderr. */
 int esrt_state_read(esrt_state *st, const char *dir, const char *topic, int partitions, int accounts);
 void esrt_state_free(esrt_state *st);
+/* Like esrt_state_read for one partition only: reads `partition` from `dir` (its position and accounts) into *st,
+ * which must not hold that partition yet. For directories holding stale copies of partitions that moved away. */
+int esrt_state_read_one(esrt_state *st, const char *dir, const char *topic, int partitions, int32_t partition);
 /* One partition's position from `dir` (present = 0 when no database or no row yet). 0, or -1 on a read error. */
 int esrt_read_position(const char *dir, const char *topic, int32_t partition, esrt_part_state *out);
 

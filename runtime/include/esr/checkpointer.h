@@ -35,6 +35,15 @@ void esr_checkpointer_request(esr_checkpointer *c, const char *topic, int32_t pa
 /* Queues one and waits up to timeout_ms for it (only the partition's owning thread may wait on it). Sets *next_offset (when not NULL) to the checkpoint's offset. */
 esr_code esr_checkpointer_now(esr_checkpointer *c, const char *topic, int32_t partition, int timeout_ms,
                               int64_t *next_offset, esr_error *err);
+/* The verdict of a background integrity check (PRAGMA quick_check) of a live database: shared by the partition that
+ * waits for it and the checkpoint thread that runs it (reference-counted: either may go first). */
+typedef struct esr_verify_ticket esr_verify_ticket;
+enum { ESR_VERIFY_PENDING = 0, ESR_VERIFY_OK = 1, ESR_VERIFY_CORRUPT = -1 };
+/* Queues a check of topic/partition's live database; returns the ticket (the caller owns one reference) or NULL. */
+esr_verify_ticket *esr_checkpointer_verify(esr_checkpointer *c, const char *topic, int32_t partition);
+/* ESR_VERIFY_PENDING, _OK or _CORRUPT; with _CORRUPT, msg says what is wrong. */
+int esr_verify_state(esr_verify_ticket *t, const char **msg);
+void esr_verify_release(esr_verify_ticket *t);
 /* Waits up to timeout_ms until no job is queued or running; returns the number left. */
 int esr_checkpointer_drain(esr_checkpointer *c, int timeout_ms);
 

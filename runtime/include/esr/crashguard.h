@@ -68,6 +68,8 @@ void esr_guard_enter(esr_guard *g, int64_t offset);
 void esr_guard_leave(void);
 /* The batch committed; next_offset is the partition's new position. */
 void esr_guard_committed(esr_guard *g, int64_t next_offset);
-/* The batch was rolled back (not a death): the marker stays for the retry, unchanged. */
+/* The partition is closed on purpose (its open batch rolled back, not a death): no batch is in flight any more. The
+ * charges of earlier deaths and a careful pass under way are kept. */
+void esr_guard_release(esr_guard *g);
 
 #endif

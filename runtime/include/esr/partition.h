@@ -75,7 +75,10 @@ esr_code esr_partition_commit(esr_partition *p, esr_error *err);
 /* Rolls back the open batch; the working position returns to the committed one. */
 void esr_partition_rollback(esr_partition *p);
 
-/* Sends outbox rows not yet sent (after a restart: every row left in the outbox). */
+/* Holds the outbox back (on) or lets it go (off): while the live database awaits its integrity check, nothing derived
+ * from it may leave the process. Rows keep accumulating in the outbox meanwhile. */
+void esr_partition_hold(esr_partition *p, int on);
+/* Sends outbox rows not yet sent (after a restart: every row left in the outbox). Nothing while held. */
 esr_code esr_partition_publish(esr_partition *p, esr_error *err);
 /* A delivery report for a row of this partition. */
 void esr_partition_delivered(esr_partition *p, int64_t seq, int ok);

@@ -36,7 +36,8 @@ typedef struct esr_recovery_env {
   const char *state_dir;
   const char *cp_dir; /* local checkpoints */
   esr_cpstore *store; /* remote checkpoints, or NULL */
-  int quick_check;    /* run PRAGMA quick_check on the live database */
+  int quick_check;    /* run PRAGMA quick_check on the live database now (0: the caller checks it later, in the
+                         background, with esr_recovery_check_db; until then it must not publish anything from it) */
   esr_log_bounds_fn bounds;
   void *bounds_arg;
 } esr_recovery_env;
@@ -50,8 +51,16 @@ typedef struct esr_recovery_result {
 } esr_recovery_result;
 
 const char *esr_recovery_step_name(esr_recovery_step step);
-/* Climbs the ladder for topic/partition. ESR_E_GAP when the partition must be refused; other codes for I/O errors. */
+/* Climbs the ladder for topic/partition. ESR_E_GAP when the partition must be refused; other codes for I/O errors. The
+ * log bounds are asked for only when a checkpoint competes with the live database (the usual restart costs no broker
+ * round trip); log_start/log_end are then -1. */
 esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t partition, esr_recovery_result *out,
                      esr_error *err);
+/* PRAGMA quick_check of a database from a read-only connection of its own (any thread). ESR_E_CORRUPT when damaged. */
+esr_code esr_recovery_check_db(const char *path, esr_error *err);
+/* Moves the live database of topic/partition (and its -wal, -shm) aside to "<live>.corrupt-<UTC time>"; the new name
+ * goes to aside. Never deletes. No connection may be open on it. */
+void esr_recovery_quarantine_live(const char *state_dir, const char *topic, int32_t partition, char *aside,
+                                  size_t cap);
 
 #endif

@@ -60,6 +60,9 @@ esr_code esr_store_savepoint(esr_store *s, esr_error *err);
 esr_code esr_store_release(esr_store *s, esr_error *err);
 esr_code esr_store_rollback_to(esr_store *s, esr_error *err);
 
+/* Copies the WAL into the database and truncates it (outside a batch; skipped with ESR_E_STATE when a reader is busy).
+ * A short WAL makes the next open after a crash fast: SQLite rereads the whole WAL to recover its index. */
+esr_code esr_store_wal_truncate(esr_store *s, esr_error *err);
 /* Turns the handler guard on or off (see the file comment). Turning it off resets statements left mid-step. */
 void esr_store_guard(esr_store *s, int on);
 
