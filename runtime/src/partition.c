@@ -12,6 +12,7 @@
 #include "esr/digest.h"
 #include "esr/envelope.h"
 #include "esr/host.h"
+#include "esr/json_arena.h"
 #include "esr/log.h"
 #include "esr/outbox.h"
 
@@ -340,6 +341,7 @@ esr_code esr_partition_apply(esr_partition *p, const esr_message *m, esr_error *
 
   char msg[600];
   esr_guard_enter(p->guard, m->offset); /* a fatal signal from here on is charged to this event */
+  esr_json_arena_begin();
   if (esr_guard_poison(p->guard, m->offset, msg, sizeof msg)) {
     rc = dead_letter(p, m, "crash", msg, err);
   } else {
@@ -353,6 +355,7 @@ esr_code esr_partition_apply(esr_partition *p, const esr_message *m, esr_error *
       rc = apply_event(p, m, &env, err);
     esr_envelope_clear(&env);
   }
+  esr_json_arena_end();
   esr_guard_leave();
 
   if (rc == ESR_E_OK) {

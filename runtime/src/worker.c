@@ -27,6 +27,7 @@
 #include "esr/clock.h"
 #include "esr/crashguard.h"
 #include "esr/host.h"
+#include "esr/json_arena.h"
 #include "esr/kafka.h"
 #include "esr/log.h"
 #include "esr/partition.h"
@@ -564,6 +565,7 @@ static void *applier_main(void *arg) {
     }
   }
   esr_crash_thread_end();
+  esr_json_arena_release();
   return NULL;
 }
 
@@ -877,6 +879,7 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
     goto fail;
   if ((rc = lock_state_dir(w, err)) != ESR_E_OK) goto fail;
   if ((rc = esr_crash_record_open(cfg->state_dir, &w->last_crash, err)) != ESR_E_OK) goto fail;
+  esr_json_arena_install(); /* before the apply threads: cJSON of an event comes from its thread's arena */
   w->crash_record_open = 1;
   for (int i = 0; i < w->last_crash.n; i++) {
     const esr_crash_entry *e = &w->last_crash.v[i];

@@ -12,7 +12,8 @@
  * database and the event (no wall clock, no randomness, no I/O outside the transaction): replaying the log must give the
  * same state. `apply` runs inside the batch transaction, within a savepoint of its own: when it returns anything but ESR_OK
  * the host rolls back exactly what this event changed. Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) and ATTACH
- * are the host's alone. Structs that cross this boundary carry their size and only grow at the end; within a major
+ * are the host's alone. The event's cJSON values (and anything an upcast adds to them) are valid during the callback
+ * only: they come from a per-event arena and must not be kept. Structs that cross this boundary carry their size and only grow at the end; within a major
  * version the host table and the handler struct are append-only.
  */
 #ifndef ESR_HANDLER_H
