@@ -235,6 +235,12 @@ static void commit_slot(applier *a, slot *s) {
   if (esr_partition_publish(s->p, &err) != ESR_E_OK)
     esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", tname(a, s), (int)s->partition, err.msg);
   int64_t next = esr_partition_next_offset(s->p);
+  if (s->replay_end < 0) { /* not asked at assignment: librdkafka's cached high watermark, once fetching began */
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_get_watermark_offsets(a->w->rk, tname(a, s), s->partition, &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        hi >= 0)
+      s->replay_end = hi > s->replay_from ? hi : 0;
+  }
   if (s->replay_end > 0 && next >= s->replay_end) {
     int64_t ms = esr_now_ms() - s->replay_started;
     esr_log(ESR_LOG_INFO, "worker", "%s[%d]: caught up with the log seen at assignment: replayed %" PRId64
@@ -305,7 +311,7 @@ static int64_t open_slot(applier *a, size_t t, int32_t partition) {
   s->cp_at = now;
   s->replay_from = pos->next_offset;
   s->replay_started = now;
-  s->replay_end = rr.log_end > pos->next_offset ? rr.log_end : 0;
+  s->replay_end = rr.log_end < 0 ? -1 : rr.log_end > pos->next_offset ? rr.log_end : 0; /* -1: learn it later */
   char behind[64] = "";
   if (rr.log_end >= 0) snprintf(behind, sizeof behind, "; %" PRId64 " events to replay", rr.log_end - pos->next_offset);
   if (rr.step == ESR_RECOVERY_LIVE && a->w->cfg->recovery_quick_check &&
