@@ -124,21 +124,9 @@ esr_code esr_dlq_replay(const esr_config *cfg, const esr_dlq_replay_opts *o, esr
   }
 
   /* Where the dead-letter topic starts and ends now. */
-  rd_kafka_topic_t *rkt = rd_kafka_topic_new(consumer, o->dlq_topic, NULL);
-  const struct rd_kafka_metadata *md = NULL;
-  rd_kafka_resp_err_t e = rd_kafka_metadata(consumer, 0, rkt, &md, 10000);
-  int parts = 0;
-  if (!e && md->topic_cnt == 1) {
-    e = md->topics[0].err;
-    parts = md->topics[0].partition_cnt;
-  }
-  if (md) rd_kafka_metadata_destroy(md);
-  rd_kafka_topic_destroy(rkt);
-  if (e || parts <= 0) {
-    rc = esr_error_set(err, ESR_E_KAFKA, e, "dead-letter topic %s: %s", o->dlq_topic,
-                       e ? rd_kafka_err2str(e) : "no partitions");
-    goto out;
-  }
+  int parts;
+  rd_kafka_resp_err_t e;
+  if ((rc = esr_kafka_partition_count(consumer, o->dlq_topic, 10000, &parts, err)) != ESR_E_OK) goto out;
   ends = calloc((size_t)parts, sizeof *ends);
   assign = rd_kafka_topic_partition_list_new(parts);
   int open = 0;

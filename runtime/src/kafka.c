@@ -82,6 +82,23 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
   esr_log(esr_level, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
+esr_code esr_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *count, esr_error *err) {
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+  *count = 0;
+  if (!e && md->topic_cnt == 1) {
+    e = md->topics[0].err;
+    *count = md->topics[0].partition_cnt;
+  }
+  if (md) rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(rkt);
+  if (e || *count <= 0)
+    return esr_error_set(err, ESR_E_KAFKA, e, "topic %s: cannot read its partitions: %s", topic,
+                         e ? rd_kafka_err2str(e) : "no partitions");
+  return ESR_E_OK;
+}
+
 void esr_kafka_default_client_id(char *buf, size_t cap) {
   char host[128] = "unknown";
   gethostname(host, sizeof host - 1);

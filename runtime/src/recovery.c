@@ -62,6 +62,27 @@ static void move_aside(const char *live, char *aside, size_t cap) {
   rename(live, aside);
 }
 
+/* PRAGMA quick_check on an open connection: ESR_E_CORRUPT with its first finding, ESR_E_IO when it cannot run. */
+static esr_code quick_check_db(sqlite3 *db, esr_error *err) {
+  sqlite3_stmt *st = NULL;
+  esr_code rc = ESR_E_OK;
+  if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+    int code = sqlite3_extended_errcode(db);
+    rc = esr_error_set(err, (code & 0xff) == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ESR_E_CORRUPT : ESR_E_IO, code,
+                       "quick_check could not run: %s", sqlite3_errmsg(db));
+  } else {
+    const char *res = (const char *)sqlite3_column_text(st, 0);
+    if (!res || strcmp(res, "ok") != 0) {
+      esr_error_set(err, ESR_E_CORRUPT, 0, "quick_check: %s", res ? res : "?");
+      for (char *c = err ? err->msg : NULL; c && *c; c++) /* a report spans lines: keep the message on one */
+        if (*c == '\n') *c = ' ';
+      rc = ESR_E_CORRUPT;
+    }
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
 /* Checks the live database: it opens, passes quick_check (when asked) and holds this partition's position (or none
  * yet). Sets *next to its next_offset. ESR_E_CORRUPT when it must not be used. */
 static esr_code check_live(const char *live, const char *topic, int32_t partition, int quick_check, int64_t *next,
@@ -78,20 +99,7 @@ static esr_code check_live(const char *live, const char *topic, int32_t partitio
    * in the course of its commits, instead of on the restart path. */
   sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
   sqlite3_busy_timeout(db, 5000);
-  if (quick_check) {
-    if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
-      rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "quick_check could not run: %s",
-                         sqlite3_errmsg(db));
-      goto out;
-    }
-    const char *res = (const char *)sqlite3_column_text(st, 0);
-    if (!res || strcmp(res, "ok") != 0) {
-      rc = esr_error_set(err, ESR_E_CORRUPT, 0, "quick_check: %s", res ? res : "(no answer)");
-      goto out;
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-  }
+  if (quick_check && (rc = quick_check_db(db, err)) != ESR_E_OK) goto out;
   int prc = sqlite3_prepare_v2(db, "SELECT topic, partition, next_offset FROM esr_offsets", -1, &st, NULL);
   if (prc != SQLITE_OK) {
     /* A database that never opened as a partition (no esr tables): nothing in it, start from the ladder below. */
@@ -284,24 +292,14 @@ out:
 
 esr_code esr_recovery_check_db(const char *path, esr_error *err) {
   sqlite3 *db = NULL;
-  sqlite3_stmt *st = NULL;
-  esr_code rc = ESR_E_OK;
+  esr_code rc;
   if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
     rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "cannot open: %s", sqlite3_errmsg(db));
-    goto out;
+  } else {
+    sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+    sqlite3_busy_timeout(db, 5000);
+    rc = quick_check_db(db, err);
   }
-  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
-  sqlite3_busy_timeout(db, 5000);
-  if (sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
-    int code = sqlite3_extended_errcode(db);
-    rc = esr_error_set(err, (code & 0xff) == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ESR_E_CORRUPT : ESR_E_IO, code,
-                       "quick_check could not run: %s", sqlite3_errmsg(db));
-    goto out;
-  }
-  const char *res = (const char *)sqlite3_column_text(st, 0);
-  if (!res || strcmp(res, "ok") != 0) rc = esr_error_set(err, ESR_E_CORRUPT, 0, "quick_check: %s", res ? res : "?");
-out:
-  sqlite3_finalize(st);
   sqlite3_close(db);
   return rc;
 }

@@ -969,21 +969,8 @@ static esr_code assign_static(esr_worker *w, esr_error *err) {
   esr_code rc = ESR_E_OK;
   for (size_t t = 0; t < w->cfg->n_topics; t++) {
     const char *name = w->cfg->topics[t];
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, name, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(w->rk, 0, rkt, &md, 10000);
-    int count = -1;
-    if (!e && md->topic_cnt == 1) {
-      e = md->topics[0].err;
-      count = md->topics[0].partition_cnt;
-    }
-    if (md) rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(rkt);
-    if (e || count <= 0) {
-      rc = esr_error_set(err, ESR_E_KAFKA, e, "topic %s: cannot read its partitions: %s", name,
-                         e ? rd_kafka_err2str(e) : "no partitions");
-      goto out;
-    }
+    int count;
+    if ((rc = esr_kafka_partition_count(w->rk, name, 10000, &count, err)) != ESR_E_OK) goto out;
     for (size_t i = 0; i < w->cfg->n_partitions; i++) {
       if (w->cfg->partitions[i] >= count) {
         rc = esr_error_set(err, ESR_E_CONFIG, 0,
