@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "esr/store.h"
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -28,6 +29,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
+  esr_store_init_library();
   if (strcmp(cmd, "run") == 0) return esr_cmd_run(argc - 1, argv + 1);
   if (strcmp(cmd, "mock-cluster") == 0) return esr_cmd_mock_cluster(argc - 1, argv + 1);
   if (strcmp(cmd, "schema") == 0) return esr_cmd_schema(argc - 1, argv + 1);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "esr/checkpoint.h"
 #include "esr/clock.h"
@@ -123,8 +125,14 @@ static void job_free(job *j) {
   free(j);
 }
 
+#define BACKGROUND_NICE 10
+
 static void *thread_main(void *arg) {
   esr_checkpointer *c = arg;
+  /* Background work: checkpoints and integrity checks yield the CPU to the apply threads, so that a restart's
+   * checks of large databases do not delay the first events (lowering one's own priority needs no privilege). */
+  pthread_setname_np(pthread_self(), "esr-checkpoint");
+  setpriority(PRIO_PROCESS, (id_t)gettid(), BACKGROUND_NICE);
   pthread_mutex_lock(&c->mu);
   for (;;) {
     while (!c->head && !c->stop) pthread_cond_wait(&c->cv, &c->mu);

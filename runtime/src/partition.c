@@ -18,7 +18,9 @@
 
 #define MAX_IN_FLIGHT 10000
 #define PUBLISH_SCAN 1000
-#define WAL_IDLE_MS 1000 /* a partition with no commit for this long truncates its WAL */
+#define WAL_IDLE_MS 1000    /* a partition with no commit for this long truncates its WAL */
+#define WAL_BIG_FRAMES 256  /* ... and sooner when the WAL is this long (1 MiB): a crash would cost its reread */
+#define WAL_BIG_IDLE_MS 200
 
 typedef struct seq_list {
   int64_t *v;
@@ -45,8 +47,8 @@ struct esr_partition {
   int send_failed;
   int unsent; /* rows may exist beyond sent_upto */
   int held;   /* the outbox is held back (esr_partition_hold) */
-  int wal_dirty;          /* committed since the WAL was last truncated */
-  int64_t last_commit_ms; /* esr_now_ms of the last commit */
+  int64_t last_commit_ms; /* esr_now_ms of the last commit (or of the open) */
+  int wal_failed;         /* the last truncation failed for a reason other than a reader: wait for a commit */
   seq_list delivered; /* acknowledged, to delete in the next transaction */
   seq_list deleting;  /* deleted in the open transaction */
 };
@@ -136,6 +138,7 @@ esr_code esr_partition_open(const esr_partition_env *env, const char *topic, int
             "without; it is skipped as poison after more than %d with a signal (or 2 without, in a careful pass)",
             topic, (int)partition, suspect, sig_hits, kill_hits, env->max_crash_retries);
   p->pending = *esr_store_position(p->store);
+  p->last_commit_ms = esr_now_ms();
   p->unsent = 1; /* rows a previous run committed and did not see acknowledged */
   *out = p;
   return ESR_E_OK;
@@ -377,8 +380,8 @@ esr_code esr_partition_commit(esr_partition *p, esr_error *err) {
     return esr_error_prefix(err, "%s[%d]: commit", esr_store_topic(p->store), (int)esr_store_partition(p->store));
   }
   esr_guard_committed(p->guard, p->pending.next_offset);
-  p->wal_dirty = 1;
   p->last_commit_ms = esr_now_ms();
+  p->wal_failed = 0;
   p->deleting.n = 0;
   p->batch_events = 0;
   if (p->batch_outbox) p->unsent = 1;
@@ -440,13 +443,15 @@ esr_code esr_partition_tick(esr_partition *p, esr_error *err) {
     if ((rc = begin(p, err)) != ESR_E_OK) return rc;
     if ((rc = esr_partition_commit(p, err)) != ESR_E_OK) return rc;
   }
-  if (p->wal_dirty && !esr_store_in_batch(p->store) && esr_now_ms() - p->last_commit_ms >= WAL_IDLE_MS) {
-    /* Idle for a while: fold the WAL into the database, so that a crash now costs no WAL recovery at restart. */
+  int frames = esr_store_wal_frames(p->store);
+  int64_t idle = esr_now_ms() - p->last_commit_ms;
+  if (frames > 0 && !p->wal_failed && !esr_store_in_batch(p->store) &&
+      (idle >= WAL_IDLE_MS || (frames >= WAL_BIG_FRAMES && idle >= WAL_BIG_IDLE_MS))) {
+    /* Idle for a while: fold the WAL into the database, so that a crash now costs no WAL recovery at restart (a long
+     * WAL sooner: its reread is what a restart would pay). */
     esr_error werr;
-    if (esr_store_wal_truncate(p->store, &werr) == ESR_E_OK)
-      p->wal_dirty = 0;
-    else if (werr.code != ESR_E_STATE)
-      p->wal_dirty = 0; /* a real error: the next commit will try again; not worth a failure */
+    if (esr_store_wal_truncate(p->store, &werr) != ESR_E_OK && werr.code != ESR_E_STATE)
+      p->wal_failed = 1; /* a real error: try again after the next commit; not worth a failure */
   }
   if (p->send_failed && p->in_flight == 0 && !p->delivered.n && !esr_store_in_batch(p->store)) {
     /* Everything left in the outbox is undelivered: send it all again. */

@@ -86,7 +86,7 @@ static esr_code quick_check_db(sqlite3 *db, esr_error *err) {
 /* Checks the live database: it opens, passes quick_check (when asked) and holds this partition's position (or none
  * yet). Sets *next to its next_offset. ESR_E_CORRUPT when it must not be used. */
 static esr_code check_live(const char *live, const char *topic, int32_t partition, int quick_check, int64_t *next,
-                           esr_error *err) {
+                           sqlite3 **keep, esr_error *err) {
   sqlite3 *db = NULL;
   sqlite3_stmt *st = NULL;
   esr_code rc = ESR_E_OK;
@@ -123,8 +123,16 @@ static esr_code check_live(const char *live, const char *topic, int32_t partitio
   }
 out:
   sqlite3_finalize(st);
-  sqlite3_close(db);
+  if (rc == ESR_E_OK)
+    *keep = db;
+  else
+    sqlite3_close(db);
   return rc;
+}
+
+void esr_recovery_result_release(esr_recovery_result *r) {
+  sqlite3_close(r->live_db);
+  r->live_db = NULL;
 }
 
 /* Whether the log holds what a state at `next` needs: [next, end) must still be there. */
@@ -151,9 +159,10 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
 
   /* Candidate 1: the live database (its full check may be deferred: env->quick_check). */
   int64_t live_next = -1;
+  sqlite3 *live_db = NULL; /* kept open while it may be chosen: see esr_recovery_result.live_db */
   if (exists(live)) {
     esr_error e = {0};
-    if (check_live(live, topic, partition, env->quick_check, &live_next, &e) != ESR_E_OK) {
+    if (check_live(live, topic, partition, env->quick_check, &live_next, &live_db, &e) != ESR_E_OK) {
       char aside[4300];
       move_aside(live, aside, sizeof aside);
       note(r, "live database unusable (%s): moved to %s", e.msg, aside);
@@ -231,6 +240,8 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
                            r->detail[0] ? r->detail : "no checkpoint found");
         goto out;
       }
+      sqlite3_close(live_db);
+      live_db = NULL;
       if (exists(live)) { /* a live database outside the log: keep it for inspection */
         char aside[4300];
         move_aside(live, aside, sizeof aside);
@@ -245,6 +256,8 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
       r->next_offset = live_next;
       break;
     }
+    sqlite3_close(live_db); /* a checkpoint replaces it */
+    live_db = NULL;
     const esr_manifest *m = step == ESR_RECOVERY_LOCAL ? local->v[li] : remote->v[ri];
     if (step == ESR_RECOVERY_REMOTE) {
       esr_error e = {0};
@@ -284,6 +297,10 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
   }
   rc = ESR_E_OK;
 out:
+  if (rc == ESR_E_OK && r->step == ESR_RECOVERY_LIVE)
+    r->live_db = live_db;
+  else
+    sqlite3_close(live_db);
   r->elapsed_ms = esr_now_ms() - t0;
   esr_manifest_list_free(local);
   esr_manifest_list_free(remote);

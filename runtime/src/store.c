@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 typedef struct stmt_entry {
@@ -13,9 +14,15 @@ typedef struct stmt_entry {
   sqlite3_stmt *stmt;
 } stmt_entry;
 
+#define RECENT 64 /* direct-mapped by the address of the caller's SQL text: handlers pass the same literals */
+
 typedef struct stmt_cache {
   stmt_entry *v; /* open addressing, capacity a power of two */
   size_t cap, n;
+  struct {
+    const char *text; /* the caller's pointer, checked against the entry's copy: a pointer may be reused */
+    const stmt_entry *e;
+  } recent[RECENT];
 } stmt_cache;
 
 enum { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_SAVEPOINT, ST_RELEASE, ST_ROLLBACK_TO, ST_POSITION, ST_COUNT };
@@ -47,7 +54,18 @@ struct esr_store {
   sqlite3_stmt *lent[32];       /* lent during the current guarded callback: reset when the guard goes off */
   int n_lent;                   /* > 32: too many to track, sweep every statement instead */
   stmt_cache host_stmts;        /* the host's own (outbox, esr_handlers): never lent, so never reachable by SQL text */
+  int wal_frames;               /* frames in the WAL after the last commit (at open: estimated from its size) */
 };
+
+#define WAL_AUTOCHECKPOINT 1000 /* frames: SQLite's default, which the WAL hook below takes over */
+
+/* Replaces SQLite's default WAL hook (which runs the auto-checkpoint) to learn the WAL's length after each commit. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
+  esr_store *s = arg;
+  s->wal_frames = frames;
+  if (frames >= WAL_AUTOCHECKPOINT) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  return SQLITE_OK;
+}
 
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS esr_offsets("
@@ -152,6 +170,8 @@ static esr_code read_position(esr_store *s, esr_error *err) {
   return rc;
 }
 
+void esr_store_init_library(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+
 esr_code esr_store_open(const char *dir, const char *topic, int32_t partition, const esr_store_opts *opts,
                         esr_store **out, esr_error *err) {
   *out = NULL;
@@ -181,6 +201,11 @@ esr_code esr_store_open(const char *dir, const char *topic, int32_t partition, c
   if ((rc = exec(s, pragmas, err)) != ESR_E_OK) goto fail;
   if ((rc = exec(s, SCHEMA, err)) != ESR_E_OK) goto fail;
   if ((rc = read_position(s, err)) != ESR_E_OK) goto fail;
+  sqlite3_wal_hook(s->db, wal_hook, s);
+  char wal[4200];
+  struct stat st;
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  if (stat(wal, &st) == 0) s->wal_frames = (int)(st.st_size / (4096 + 24)); /* a crash's WAL: an upper bound */
   for (int i = 0; i < ST_COUNT; i++) {
     if (sqlite3_prepare_v3(s->db, HOST_SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &s->host[i], NULL) != SQLITE_OK) {
       rc = esr_store_error(s, err, "prepare");
@@ -212,6 +237,7 @@ const char *esr_store_topic(const esr_store *s) { return s->topic; }
 int32_t esr_store_partition(const esr_store *s) { return s->partition; }
 const esr_position *esr_store_position(const esr_store *s) { return &s->pos; }
 int esr_store_in_batch(const esr_store *s) { return s->in_batch; }
+int esr_store_wal_frames(const esr_store *s) { return s->wal_frames; }
 /* Resets every statement of the connection that is mid-step. */
 static void sweep(esr_store *s) {
   for (sqlite3_stmt *st = sqlite3_next_stmt(s->db, NULL); st; st = sqlite3_next_stmt(s->db, st))
@@ -313,6 +339,7 @@ esr_code esr_store_wal_truncate(esr_store *s, esr_error *err) {
   sqlite3_busy_timeout(s->db, 5000);
   if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) return esr_error_set(err, ESR_E_STATE, rc, "the WAL is in use");
   if (rc != SQLITE_OK) return esr_store_error(s, err, "wal_checkpoint(TRUNCATE)");
+  s->wal_frames = 0;
   return ESR_E_OK;
 }
 
@@ -335,18 +362,26 @@ static int cache_grow(stmt_cache *c) {
   free(c->v);
   c->v = t;
   c->cap = cap;
+  memset(c->recent, 0, sizeof c->recent); /* the entries moved */
   return 0;
 }
 
+static sqlite3_stmt *lend(sqlite3_stmt *st) {
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return st;
+}
+
 static sqlite3_stmt *cache_get(esr_store *s, stmt_cache *c, const char *sql, esr_error *err) {
+  size_t r = ((uintptr_t)sql >> 3) & (RECENT - 1);
+  if (c->recent[r].text == sql && strcmp(c->recent[r].e->sql, sql) == 0) return lend(c->recent[r].e->stmt);
   uint64_t h = fnv1a(sql);
   if (c->cap) {
     for (size_t j = h & (c->cap - 1); c->v[j].sql; j = (j + 1) & (c->cap - 1)) {
       if (c->v[j].hash == h && strcmp(c->v[j].sql, sql) == 0) {
-        sqlite3_stmt *st = c->v[j].stmt;
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        return st;
+        c->recent[r].text = sql;
+        c->recent[r].e = &c->v[j];
+        return lend(c->v[j].stmt);
       }
     }
   }

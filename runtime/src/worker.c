@@ -3,8 +3,10 @@
  * Threads. The main thread owns the consumer handle: it serves rebalance callbacks and consumer-wide errors in
  * rd_kafka_consumer_poll. Each apply thread ("applier") owns a set of partitions and alone touches their SQLite
  * connections. librdkafka hands messages to the owner without a queue of ours: each assigned partition's queue is
- * forwarded to its applier's queue before the partition is assigned, and the applier consumes that queue with
- * rd_kafka_consume_queue (the single-message path filters messages fetched before a seek; 2.0.2's batch path does not).
+ * forwarded to its applier's queue before the partition is assigned, and the applier serves that queue with
+ * rd_kafka_consume_callback_queue: one lock takes every queued message, and each is dropped by librdkafka when a seek
+ * made it outdated (2.0.2's rd_kafka_consume_batch_queue has no such filter). The callback yields every YIELD_EVERY
+ * messages, and at once when the main thread has a request, so that batches, the outbox and requests are served.
  * Every applier has its own dead-letter producer, so delivery reports come back on the thread that owns the partition.
  * The main thread talks to appliers with control requests (open, close, drain, rewind, exit) and waits for them: a
  * partition is released only after its owner committed its batch.
@@ -36,6 +38,7 @@
 #define RETRY_BACKOFF_MS 1000
 #define TICK_MS 20
 #define IDLE_MS 5 /* no message for this long while batches are open: commit them */
+#define YIELD_EVERY 512 /* messages applied in one rd_kafka_consume_callback_queue call at most */
 #define STATS_MS 10000
 #define REVOKE_FLUSH_MS 5000
 #define SHUTDOWN_FLUSH_MS 10000
@@ -92,6 +95,8 @@ struct applier {
   int draining;
   int exit;
   int open_batches;
+  int served; /* messages handed to the current consume callback round */
+  _Atomic int ctl_pending; /* the main thread queued a request: leave the consume callback */
   _Atomic int64_t consumed;
 };
 
@@ -298,7 +303,9 @@ static int64_t open_slot(applier *a, size_t t, int32_t partition) {
     free(s);
     return -1;
   }
-  if (esr_partition_open(&a->env, topic, partition, sink_of(s), &s->p, &err) != ESR_E_OK) {
+  esr_code orc = esr_partition_open(&a->env, topic, partition, sink_of(s), &s->p, &err);
+  esr_recovery_result_release(&rr); /* after the store's open, which found the WAL index built */
+  if (orc != ESR_E_OK) {
     esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: cannot open the partition, not consuming it: %s", topic, (int)partition,
             err.msg);
     free(s);
@@ -551,22 +558,30 @@ static void serve_ctls(applier *a) {
   }
 }
 
+/* Called by librdkafka for each message of the round, which it destroys afterwards. */
+static void consume_cb(rd_kafka_message_t *m, void *opaque) {
+  applier *a = opaque;
+  if (!a->draining) on_message(a, m);
+  if (++a->served >= YIELD_EVERY || atomic_load_explicit(&a->ctl_pending, memory_order_relaxed))
+    rd_kafka_yield(a->w->rk); /* the messages left go back to the head of the queue */
+}
+
 static void *applier_main(void *arg) {
   applier *a = arg;
+  char name[16];
+  snprintf(name, sizeof name, "esr-apply-%d", a->index);
+  pthread_setname_np(pthread_self(), name); /* for top -H, perf, gdb */
   esr_crash_thread_begin(); /* a stack overflow in a handler must still be recorded */
   int64_t last_tick = esr_now_ms();
   while (!a->exit) {
-    serve_ctls(a);
+    if (atomic_exchange(&a->ctl_pending, 0)) serve_ctls(a);
     if (a->exit) break;
-    rd_kafka_message_t *m = rd_kafka_consume_queue(a->queue, a->open_batches ? IDLE_MS : 100);
-    if (m) {
-      if (!a->draining) on_message(a, m);
-      rd_kafka_message_destroy(m);
-    }
+    a->served = 0;
+    rd_kafka_consume_callback_queue(a->queue, a->open_batches ? IDLE_MS : 100, consume_cb, a);
     esr_publisher_poll(a->pub, 0);
     int64_t now = esr_now_ms();
-    if (!a->draining && (now - last_tick >= TICK_MS || !m)) {
-      tick(a, now, !m); /* no message for IDLE_MS: the thread keeps up, commit what is open */
+    if (!a->draining && (now - last_tick >= TICK_MS || !a->served)) {
+      tick(a, now, !a->served); /* no message for IDLE_MS: the thread keeps up, commit what is open */
       last_tick = now;
     }
   }
@@ -587,7 +602,8 @@ static void submit(applier *a, ctl *c) {
     a->head = c;
   a->tail = c;
   pthread_mutex_unlock(&a->mu);
-  rd_kafka_queue_yield(a->queue); /* wakes rd_kafka_consume_queue */
+  atomic_store(&a->ctl_pending, 1);
+  rd_kafka_queue_yield(a->queue); /* wakes a wait in rd_kafka_consume_callback_queue */
 }
 
 static void wait_done(applier *a, ctl *c) {

@@ -36,7 +36,7 @@ double bench_consume_limit(const char *bootstrap, const char *topic, const bench
   conf_set(conf, "auto.offset.reset", "error");
   /* KAFKA-NOTES: with the default 100000, 2.0.2 pauses fetching for a fixed second whenever more is queued. */
   conf_set(conf, "queued.min.messages", "1000000");
-  conf_set(conf, "fetch.wait.max.ms", "100"); /* as esr's consumer */
+  conf_set(conf, "fetch.wait.max.ms", "25"); /* as esr's consumer */
   conf_set(conf, "log_level", "3");
   char errstr[512];
   double t0 = bench_now_s();

@@ -20,6 +20,7 @@
 
 #include "bench.h"
 #include "esr/config.h"
+#include "esr/store.h"
 #include "esrt_kafka.h"
 
 #ifndef ESR_BIN
@@ -646,6 +647,7 @@ static void print_table(bench *b, long cores, const char *load_start, const char
 
 int main(int argc, char **argv) {
   g_t0 = bench_now_s();
+  esr_store_init_library(); /* as the esr command does: the store limit runs with the worker's SQLite settings */
   static bench b;
   parse_options(argc, argv, &b.o);
   const options *o = &b.o;

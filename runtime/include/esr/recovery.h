@@ -20,6 +20,8 @@
 #include "esr/cpstore.h"
 #include "esr/error.h"
 
+typedef struct sqlite3 sqlite3;
+
 typedef enum esr_recovery_step {
   ESR_RECOVERY_LIVE = 1,   /* the live database, as it is */
   ESR_RECOVERY_LOCAL = 2,  /* restored from a local checkpoint */
@@ -48,6 +50,9 @@ typedef struct esr_recovery_result {
   int64_t log_start, log_end; /* -1 when unknown */
   int64_t elapsed_ms;
   char detail[512]; /* what was found and done, for the log line (quarantined files, skipped candidates) */
+  /* ESR_RECOVERY_LIVE: the connection that checked the live database, left open so that its WAL index stays built
+   * and the store's open does not read again the whole WAL a crash left. Close it once the store is open. */
+  sqlite3 *live_db;
 } esr_recovery_result;
 
 const char *esr_recovery_step_name(esr_recovery_step step);
@@ -56,6 +61,8 @@ const char *esr_recovery_step_name(esr_recovery_step step);
  * round trip); log_start/log_end are then -1. */
 esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t partition, esr_recovery_result *out,
                      esr_error *err);
+/* Closes out->live_db (NULL: nothing to do). */
+void esr_recovery_result_release(esr_recovery_result *out);
 /* PRAGMA quick_check of a database from a read-only connection of its own (any thread). ESR_E_CORRUPT when damaged. */
 esr_code esr_recovery_check_db(const char *path, esr_error *err);
 /* Moves the live database of topic/partition (and its -wal, -shm) aside to "<live>.corrupt-<UTC time>"; the new name

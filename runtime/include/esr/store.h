@@ -35,6 +35,11 @@ typedef struct esr_store_opts {
   int cache_mb;
 } esr_store_opts;
 
+/* Process-wide SQLite settings, for a program's start, before any other SQLite call (later, it changes nothing):
+ * SQLite's memory statistics off. They take one global mutex on every allocation and free, which apply threads
+ * working on different databases would otherwise contend for. */
+void esr_store_init_library(void);
+
 /* Builds "<dir>/<topic>-<partition>.db" into buf. */
 void esr_store_path(char *buf, size_t cap, const char *dir, const char *topic, int32_t partition);
 
@@ -63,6 +68,8 @@ esr_code esr_store_rollback_to(esr_store *s, esr_error *err);
 /* Copies the WAL into the database and truncates it (outside a batch; skipped with ESR_E_STATE when a reader is busy).
  * A short WAL makes the next open after a crash fast: SQLite rereads the whole WAL to recover its index. */
 esr_code esr_store_wal_truncate(esr_store *s, esr_error *err);
+/* Frames in the WAL as of the last commit or truncation (at open: an upper bound from the file's size). */
+int esr_store_wal_frames(const esr_store *s);
 /* Turns the handler guard on or off (see the file comment). Turning it off resets statements left mid-step. */
 void esr_store_guard(esr_store *s, int on);
 
