@@ -444,9 +444,8 @@ esr_code esr_partition_tick(esr_partition *p, esr_error *err) {
     if ((rc = esr_partition_commit(p, err)) != ESR_E_OK) return rc;
   }
   int frames = esr_store_wal_frames(p->store);
-  int64_t idle = esr_now_ms() - p->last_commit_ms;
-  if (frames > 0 && !p->wal_failed && !esr_store_in_batch(p->store) &&
-      (idle >= WAL_IDLE_MS || (frames >= WAL_BIG_FRAMES && idle >= WAL_BIG_IDLE_MS))) {
+  int64_t idle = frames > 0 && !p->wal_failed && !esr_store_in_batch(p->store) ? esr_now_ms() - p->last_commit_ms : 0;
+  if (idle >= WAL_IDLE_MS || (frames >= WAL_BIG_FRAMES && idle >= WAL_BIG_IDLE_MS)) {
     /* Idle for a while: fold the WAL into the database, so that a crash now costs no WAL recovery at restart (a long
      * WAL sooner: its reread is what a restart would pay). */
     esr_error werr;
