@@ -33,6 +33,7 @@ struct esr_partition {
   esr_hasher *hasher;
   esr_guard *guard;
   int careful_logged;
+  int commit_due; /* a poison event was dead-lettered in the open batch: commit now, so the verdict outlives a death */
   uint64_t sink;
   esr_position pending; /* working position: committed + the open batch */
   int batch_events;
@@ -73,8 +74,20 @@ const esr_position *esr_partition_committed(const esr_partition *p) { return esr
 int esr_partition_batch_events(const esr_partition *p) { return esr_store_in_batch(p->store) ? p->batch_events : 0; }
 int64_t esr_partition_batch_started(const esr_partition *p) { return p->batch_started; }
 const char *esr_partition_stopped(const esr_partition *p) { return p->stopped; }
-int esr_partition_careful(const esr_partition *p) { return esr_guard_careful(p->guard); }
+int esr_partition_commit_due(const esr_partition *p) { return p->commit_due || esr_guard_careful(p->guard); }
 int esr_partition_in_flight(const esr_partition *p) { return p->in_flight; }
+
+/* A storage failure under a handler callback (esr_store_guard_fault): the handler's verdict is void and the batch is
+ * lost (retried, or the database rebuilt when it is corrupt), never the event dead-lettered. */
+static esr_code storage_failed(esr_partition *p, int fault, const char *handler, const char *phase, int64_t offset,
+                               esr_error *err) {
+  char at[32] = "";
+  if (offset >= 0) snprintf(at, sizeof at, "@%" PRId64, offset);
+  return esr_error_set(err, (fault & 0xff) == SQLITE_CORRUPT || fault == SQLITE_NOTADB ? ESR_E_CORRUPT : ESR_E_SQLITE,
+                       fault, "handler %s, %s %s[%d]%s: the storage failed under the handler (%s); rolled back, to "
+                       "be retried", handler, phase, esr_store_topic(p->store), (int)esr_store_partition(p->store), at,
+                       sqlite3_errstr(fault));
+}
 
 static esr_code migrate_all(esr_partition *p, esr_error *err) {
   const esr_registry *reg = p->env->registry;
@@ -96,6 +109,10 @@ static esr_code migrate_all(esr_partition *p, esr_error *err) {
     esr_store_guard(p->store, 1);
     int hr = h->migrate(&ctx, have);
     esr_store_guard(p->store, 0);
+    if (esr_store_guard_fault(p->store)) {
+      esr_store_rollback(p->store, NULL);
+      return storage_failed(p, esr_store_guard_fault(p->store), h->name, "migrate", -1, err);
+    }
     if (hr != ESR_OK) {
       esr_store_rollback(p->store, NULL);
       return esr_error_set(err, ESR_E_PLUGIN, hr, "handler %s: migrate from version %d to %d failed: %s", h->name,
@@ -163,6 +180,7 @@ void esr_partition_close(esr_partition *p) {
 
 void esr_partition_rollback(esr_partition *p) {
   esr_store_rollback(p->store, NULL);
+  p->commit_due = 0;
   p->pending = *esr_store_position(p->store);
   p->batch_events = 0;
   p->batch_outbox = 0;
@@ -253,6 +271,7 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     esr_store_guard(s, 1);
     int ur = h->upcast(&ctx, env->root, from);
     esr_store_guard(s, 0);
+    if (esr_store_guard_fault(s)) return storage_failed(p, esr_store_guard_fault(s), h->name, "upcast", m->offset, err);
     char why[200] = "";
     if (ur != ESR_OK)
       snprintf(msg, sizeof msg, "upcast of %s from version %d: %s", env->type, from,
@@ -280,11 +299,13 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     }
   }
 
+  const char *key = key_copy(p, m);
+  if (m->key && !key) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory copying a Kafka key");
   esr_event ev = {.struct_size = sizeof ev,
                   .topic = esr_store_topic(s),
                   .partition = esr_store_partition(s),
                   .offset = m->offset,
-                  .key = key_copy(p, m),
+                  .key = key,
                   .key_len = m->key_len,
                   .type = env->type,
                   .version = env->version,
@@ -296,6 +317,7 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
   esr_store_guard(s, 1);
   int hr = h->apply(&ctx, &ev);
   esr_store_guard(s, 0);
+  if (esr_store_guard_fault(s)) return storage_failed(p, esr_store_guard_fault(s), h->name, "apply", m->offset, err);
   if (sqlite3_get_autocommit(esr_store_db(s)))
     return esr_error_set(err, ESR_E_SQLITE, sqlite3_extended_errcode(esr_store_db(s)),
                          "handler %s, apply %s[%d]@%" PRId64 ": the transaction was rolled back under the handler "
@@ -347,6 +369,7 @@ esr_code esr_partition_apply(esr_partition *p, const esr_message *m, esr_error *
   esr_json_arena_begin();
   if (esr_guard_poison(p->guard, m->offset, msg, sizeof msg)) {
     rc = dead_letter(p, m, "crash", msg, err);
+    p->commit_due = 1;
   } else {
     esr_envelope env;
     esr_envelope_result er = esr_envelope_parse(m->value, m->value_len, &env, msg, sizeof msg);
@@ -380,6 +403,7 @@ esr_code esr_partition_commit(esr_partition *p, esr_error *err) {
     return esr_error_prefix(err, "%s[%d]: commit", esr_store_topic(p->store), (int)esr_store_partition(p->store));
   }
   esr_guard_committed(p->guard, p->pending.next_offset);
+  p->commit_due = 0;
   p->last_commit_ms = esr_now_ms();
   p->wal_failed = 0;
   p->deleting.n = 0;

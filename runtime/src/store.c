@@ -55,7 +55,36 @@ struct esr_store {
   int n_lent;                   /* > 32: too many to track, sweep every statement instead */
   stmt_cache host_stmts;        /* the host's own (outbox, esr_handlers): never lent, so never reachable by SQL text */
   int wal_frames;               /* frames in the WAL after the last commit (at open: estimated from its size) */
+  int fault;                    /* storage failure seen while the guard was last on (SQLite extended code), or 0 */
 };
+
+/* Storage failures (I/O error, full disk, out of memory, corruption) seen by SQLite on this thread since the guard was
+ * last turned on. SQLite reports every failing statement to its error log (SQLITE_CONFIG_LOG), synchronously on the
+ * failing thread, whatever the caller then does with the return code: a handler that swallows an SQLITE_FULL cannot
+ * hide it. */
+static _Thread_local int t_fault;
+
+int esr_store_is_storage_fault(int ext) {
+  switch (ext & 0xff) {
+  case SQLITE_IOERR:
+  case SQLITE_FULL:
+  case SQLITE_NOMEM:
+  case SQLITE_CORRUPT:
+  case SQLITE_NOTADB:
+  case SQLITE_CANTOPEN:
+  case SQLITE_READONLY:
+  case SQLITE_PROTOCOL:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+static void on_sqlite_log(void *arg, int code, const char *msg) {
+  (void)arg;
+  (void)msg;
+  if (!t_fault && esr_store_is_storage_fault(code)) t_fault = code;
+}
 
 #define WAL_AUTOCHECKPOINT 1000 /* frames: SQLite's default, which the WAL hook below takes over */
 
@@ -130,6 +159,14 @@ static int authorize(void *arg, int action, const char *a, const char *b, const 
   }
 }
 
+/* While handler code runs, nothing may commit: the authorizer denies COMMIT, but after SQLite rolled the whole
+ * transaction back on its own (a full disk, an I/O error) every later write of the handler would run in autocommit
+ * mode and be durable at once, outside the batch. Returning non-zero turns such a commit into a rollback. */
+static int refuse_guarded_commit(void *arg) {
+  const esr_store *s = arg;
+  return s->guard;
+}
+
 static esr_code exec(esr_store *s, const char *sql, esr_error *err) {
   char *msg = NULL;
   if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -170,7 +207,10 @@ static esr_code read_position(esr_store *s, esr_error *err) {
   return rc;
 }
 
-void esr_store_init_library(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+void esr_store_init_library(void) {
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  sqlite3_config(SQLITE_CONFIG_LOG, on_sqlite_log, NULL);
+}
 
 esr_code esr_store_open(const char *dir, const char *topic, int32_t partition, const esr_store_opts *opts,
                         esr_store **out, esr_error *err) {
@@ -213,6 +253,7 @@ esr_code esr_store_open(const char *dir, const char *topic, int32_t partition, c
     }
   }
   sqlite3_set_authorizer(s->db, authorize, s);
+  sqlite3_commit_hook(s->db, refuse_guarded_commit, s);
   *out = s;
   return ESR_E_OK;
 fail:
@@ -248,8 +289,11 @@ void esr_store_guard(esr_store *s, int on) {
   s->guard = on;
   if (on) {
     s->n_lent = 0;
+    t_fault = 0;
+    s->fault = 0;
     return;
   }
+  s->fault = t_fault;
   /* Statements lent to the handler are borrowed only during its callback: one left mid-step (a RETURNING row not
    * read to the end, say) would block RELEASE and COMMIT. A statement the handler prepared itself and left busy is
    * caught when RELEASE or COMMIT report it (run_host sweeps and retries). */
@@ -407,8 +451,12 @@ static sqlite3_stmt *cache_get(esr_store *s, stmt_cache *c, const char *sql, esr
   return st;
 }
 
+int esr_store_guard_fault(const esr_store *s) { return s->fault; }
+
 sqlite3_stmt *esr_store_stmt(esr_store *s, const char *sql, esr_error *err) {
   sqlite3_stmt *st = cache_get(s, &s->handler_stmts, sql, err);
+  if (!st && !t_fault && esr_store_is_storage_fault(sqlite3_extended_errcode(s->db)))
+    t_fault = sqlite3_extended_errcode(s->db); /* a prepare that ran out of memory is not the handler's verdict */
   if (st && s->guard) {
     if (s->n_lent < (int)(sizeof s->lent / sizeof *s->lent))
       s->lent[s->n_lent] = st;

@@ -37,6 +37,7 @@
 #include "esr/recovery.h"
 
 #define RETRY_BACKOFF_MS 1000
+#define RETRY_BACKOFF_MAX_MS 30000
 #define TICK_MS 20
 #define IDLE_MS 5 /* no message for this long while batches are open: commit them */
 #define ROUND 512 /* messages applied between two looks at batches, outbox and requests */
@@ -58,6 +59,9 @@ typedef struct slot {
   int64_t replay_end;       /* log end seen by recovery: "caught up" is logged once the partition reaches it */
   int64_t replay_from, replay_started;
   esr_verify_ticket *verify; /* the live database's integrity check under way: outbox and checkpoints wait for it */
+  int64_t backoff_ms;        /* the next retry's delay after a lost batch: doubles up to RETRY_BACKOFF_MAX_MS */
+  int corrupt;               /* the database is damaged: rebuilt by the next tick, never while in use */
+  char corrupt_why[400];
 } slot;
 
 typedef struct topic_slots {
@@ -92,6 +96,7 @@ struct applier {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   ctl *head, *tail;
+  ctl bcast; /* the request broadcast() sends: no allocation, so a broadcast cannot fail */
   int owned; /* partitions owned; changed by the main thread only */
   int draining;
   int exit;
@@ -209,17 +214,24 @@ static void resume_slot(applier *a, slot *s) {
   s->retry_at = 0;
 }
 
-static void rebuild_slot(applier *a, slot *s, const char *why);
-
+/* A batch was rolled back by a store error. The slot stays valid for the caller: a damaged database is only marked
+ * here and rebuilt by the next tick (rebuild_slot frees the slot); any other error pauses the partition and retries
+ * from the stored position, with a growing delay while the error persists (a full disk). */
 static void lost_batch(applier *a, slot *s, const esr_error *err) {
+  pause_slot(a, s, -1);
   if (err->code == ESR_E_CORRUPT) { /* the database itself is damaged: retrying cannot help, the ladder can */
-    rebuild_slot(a, s, err->msg);
+    esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: the database is damaged (%s); rebuilding it from the recovery ladder",
+            tname(a, s), (int)s->partition, err->msg);
+    if (!s->corrupt) snprintf(s->corrupt_why, sizeof s->corrupt_why, "%s", err->msg);
+    s->corrupt = 1;
     return;
   }
-  esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: batch rolled back (%s: %s); rewinding to offset %" PRId64 " in %d ms",
-          tname(a, s), (int)s->partition, esr_code_name(err->code), err->msg, esr_partition_next_offset(s->p),
-          RETRY_BACKOFF_MS);
-  pause_slot(a, s, RETRY_BACKOFF_MS);
+  int64_t delay = s->backoff_ms > 0 ? s->backoff_ms : RETRY_BACKOFF_MS;
+  s->backoff_ms = delay * 2 > RETRY_BACKOFF_MAX_MS ? RETRY_BACKOFF_MAX_MS : delay * 2;
+  esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: batch rolled back (%s: %s); rewinding to offset %" PRId64 " in %" PRId64
+          " ms", tname(a, s), (int)s->partition, esr_code_name(err->code), err->msg, esr_partition_next_offset(s->p),
+          delay);
+  pause_slot(a, s, delay);
 }
 
 static void commit_slot(applier *a, slot *s) {
@@ -229,6 +241,7 @@ static void commit_slot(applier *a, slot *s) {
     lost_batch(a, s, &err);
     return;
   }
+  s->backoff_ms = 0;
   if (a->w->commit_kafka) {
     rd_kafka_topic_partition_list_t *l = one_partition(a, s, esr_partition_next_offset(s->p));
     if (a->w->cfg->offsets_commit_sync)
@@ -283,14 +296,14 @@ static int64_t open_slot(applier *a, size_t t, int32_t partition) {
   if ((size_t)partition >= ts->cap) {
     size_t cap = (size_t)partition + 16;
     slot **g = realloc(ts->by_partition, cap * sizeof *g);
-    if (!g) return -1;
+    if (!g) goto nomem;
     memset(g + ts->cap, 0, (cap - ts->cap) * sizeof *g);
     ts->by_partition = g;
     ts->cap = cap;
   }
   if (ts->by_partition[partition]) return esr_partition_next_offset(ts->by_partition[partition]->p);
   slot *s = calloc(1, sizeof *s);
-  if (!s) return -1;
+  if (!s) goto nomem;
   s->topic = t;
   s->partition = partition;
   s->gen = atomic_fetch_add(&a->w->next_gen, 1) + 1;
@@ -332,6 +345,10 @@ static int64_t open_slot(applier *a, size_t t, int32_t partition) {
   if (esr_partition_publish(s->p, &err) != ESR_E_OK)
     esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", topic, (int)partition, err.msg);
   return pos->next_offset;
+nomem:
+  esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: out of memory: not consuming the partition", a->w->cfg->topics[t],
+          (int)partition);
+  return -1;
 }
 
 /* Commits, waits a bounded time for the partition's outbox deliveries, deletes what was acknowledged, closes. */
@@ -340,7 +357,7 @@ static void close_slot(applier *a, slot *s) {
   commit_slot(a, s);
   esr_partition_rollback(s->p); /* a batch that could not commit is redone by the next owner */
   int64_t next = esr_partition_committed(s->p)->next_offset;
-  if (a->w->cfg->checkpoint_on_release && !s->verify && next > s->cp_offset && next > 0) {
+  if (a->w->cfg->checkpoint_on_release && !s->verify && !s->corrupt && next > s->cp_offset && next > 0) {
     /* The next owner climbs the recovery ladder: leave it the newest state, so it replays (almost) nothing. */
     int64_t at = -1;
     if (esr_checkpointer_now(a->w->checkpointer, tname(a, s), s->partition, RELEASE_CHECKPOINT_MS, &at, &err) !=
@@ -354,16 +371,27 @@ static void close_slot(applier *a, slot *s) {
     esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: %s", tname(a, s), (int)s->partition, err.msg);
   esr_log(ESR_LOG_INFO, "worker", "%s[%d]: released at offset %" PRId64, tname(a, s), (int)s->partition,
           esr_partition_committed(s->p)->next_offset);
-  a->topics[s->topic].by_partition[s->partition] = NULL;
+  int corrupt = s->corrupt;
+  size_t t = s->topic;
+  int32_t partition = s->partition;
+  a->topics[t].by_partition[partition] = NULL;
   esr_verify_release(s->verify);
   esr_partition_close(s->p);
   free(s);
+  if (corrupt) { /* the next owner must not resume from it: it climbs the ladder from a checkpoint or the log */
+    char aside[4300];
+    esr_recovery_quarantine_live(a->w->cfg->state_dir, a->w->cfg->topics[t], partition, aside, sizeof aside);
+    esr_log(ESR_LOG_ERROR, "recovery", "%s[%d]: released with a damaged database: moved to %s",
+            a->w->cfg->topics[t], (int)partition, aside);
+  }
 }
 
-/* The live database failed its background integrity check: nothing derived from it left the process (its outbox was
- * held), so drop what was applied since the restart, move the database aside, climb the ladder again and seek to
- * where the rebuilt partition starts. */
-static void rebuild_slot(applier *a, slot *s, const char *why) {
+/* The live database is damaged (a failed background integrity check, or SQLite reported corruption): nothing derived
+ * from what it applied since the restart left the process unchecked, so drop the open batch, move the database aside,
+ * climb the ladder again and seek to where the rebuilt partition starts. Frees `s`: the caller must not use it after. */
+static void rebuild_slot(applier *a, slot *s, const char *reason) {
+  char why[400];
+  snprintf(why, sizeof why, "%s", reason); /* reason may live in the slot */
   size_t t = s->topic;
   int32_t partition = s->partition;
   const char *topic = tname(a, s);
@@ -373,7 +401,7 @@ static void rebuild_slot(applier *a, slot *s, const char *why) {
   free(s);
   char aside[4300];
   esr_recovery_quarantine_live(a->w->cfg->state_dir, topic, partition, aside, sizeof aside);
-  esr_log(ESR_LOG_ERROR, "recovery", "%s[%d]: the live database failed its integrity check (%s): moved to %s; "
+  esr_log(ESR_LOG_ERROR, "recovery", "%s[%d]: the live database is damaged (%s): moved to %s; "
           "rebuilding the partition from the recovery ladder", topic, (int)partition, why, aside);
   int64_t off = open_slot(a, t, partition);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -401,7 +429,7 @@ static void check_verdict(applier *a, slot *s) {
   if (state == ESR_VERIFY_PENDING) return;
   if (state == ESR_VERIFY_CORRUPT) {
     char why[400];
-    snprintf(why, sizeof why, "%s", msg);
+    snprintf(why, sizeof why, "failed its integrity check: %s", msg);
     rebuild_slot(a, s, why);
     return;
   }
@@ -413,17 +441,27 @@ static void check_verdict(applier *a, slot *s) {
     esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", tname(a, s), (int)s->partition, err.msg);
 }
 
-/* The stored offset is not in the log any more: never skip, stop the partition and say what is missing. */
+/* The stored offset is not in the log: never skip, stop the partition and say what is missing. Either retention
+ * deleted events before they were applied (the log starts after the state), or the state is ahead of the log (the
+ * topic was deleted and recreated, or the state belongs to another cluster): the advice differs. */
 static void gap(applier *a, slot *s) {
   int64_t lo = -1, hi = -1;
   rd_kafka_query_watermark_offsets(a->w->rk, tname(a, s), s->partition, &lo, &hi, 5000);
   int64_t need = esr_partition_next_offset(s->p);
-  char why[512];
-  snprintf(why, sizeof why,
-           "the log no longer holds offset %" PRId64 " (needed to resume; the log now starts at %" PRId64
-           " and ends at %" PRId64 "): %" PRId64 " events were deleted by retention before they were applied. "
-           "Refusing to skip them: restore a checkpoint at offset >= %" PRId64 " into %s, or re-produce the events",
-           need, lo, hi, lo > need ? lo - need : 0, lo, a->w->cfg->state_dir);
+  char why[700];
+  if (hi >= 0 && need > hi)
+    snprintf(why, sizeof why,
+             "the state is ahead of the log: the state is at offset %" PRId64 " but the log ends at %" PRId64
+             " (it starts at %" PRId64 "). The topic was deleted and recreated, or this state belongs to another "
+             "cluster: point the worker at the cluster this state came from, or move %s/%s-%d.db aside to rebuild "
+             "the partition from this log",
+             need, hi, lo, a->w->cfg->state_dir, tname(a, s), (int)s->partition);
+  else
+    snprintf(why, sizeof why,
+             "the log no longer holds offset %" PRId64 " (needed to resume; the log now starts at %" PRId64
+             " and ends at %" PRId64 "): %" PRId64 " events were deleted by retention before they were applied. "
+             "Refusing to skip them: restore a checkpoint at offset >= %" PRId64 " into %s, or re-produce the events",
+             need, lo, hi, lo > need ? lo - need : 0, lo, a->w->cfg->state_dir);
   stop_slot(a, s, why);
 }
 
@@ -456,7 +494,7 @@ static void on_message(applier *a, rd_kafka_message_t *m) {
   atomic_fetch_add_explicit(&a->consumed, 1, memory_order_relaxed);
   if (rc == ESR_E_OK) {
     if (!was_open && esr_partition_batch_events(s->p) > 0) a->open_batches++;
-    if (esr_partition_batch_events(s->p) >= a->w->cfg->batch_max_events || esr_partition_careful(s->p))
+    if (esr_partition_batch_events(s->p) >= a->w->cfg->batch_max_events || esr_partition_commit_due(s->p))
       commit_slot(a, s);
     return;
   }
@@ -484,6 +522,10 @@ static void tick(applier *a, int64_t now, int idle) {
   int64_t max_age = a->w->cfg->batch_max_ms;
   if (!idle && rd_kafka_queue_length(a->queue) >= (size_t)a->w->cfg->batch_max_events) max_age *= 10;
   FOR_EACH_SLOT(a, s) {
+    if (s->corrupt) {
+      rebuild_slot(a, s, s->corrupt_why); /* here, where nothing else holds the slot */
+      continue;
+    }
     if (s->verify) {
       check_verdict(a, s);
       if (!(s = a->topics[t_].by_partition[p_])) continue; /* rebuilt or refused */
@@ -611,18 +653,15 @@ static void wait_done(applier *a, ctl *c) {
   pthread_mutex_unlock(&a->mu);
 }
 
-/* Sends one request of `kind` to every applier and waits for all. */
+/* Sends one request of `kind` to every applier and waits for all. Main thread only (it owns every `bcast`). */
 static void broadcast(esr_worker *w, ctl_kind kind) {
-  ctl *cs = calloc((size_t)w->n_appliers, sizeof *cs);
-  if (!cs) return;
   for (int i = 0; i < w->n_appliers; i++) {
     if (!w->appliers[i].started) continue;
-    cs[i].kind = kind;
-    submit(&w->appliers[i], &cs[i]);
+    w->appliers[i].bcast = (ctl){.kind = kind};
+    submit(&w->appliers[i], &w->appliers[i].bcast);
   }
   for (int i = 0; i < w->n_appliers; i++)
-    if (w->appliers[i].started) wait_done(&w->appliers[i], &cs[i]);
-  free(cs);
+    if (w->appliers[i].started) wait_done(&w->appliers[i], &w->appliers[i].bcast);
 }
 
 static int *owner_ref(esr_worker *w, size_t t, int32_t p) {
@@ -644,67 +683,104 @@ static applier *least_loaded(esr_worker *w) {
   return best;
 }
 
-/* Opens the listed partitions on their appliers (in parallel), forwards each one's queue to its owner and returns the
- * list to assign, each at its stored next offset. Partitions that cannot be opened are left out (and logged). */
+static void fail_nomem(esr_worker *w, const char *what) {
+  esr_error e;
+  esr_error_set(&e, ESR_E_NOMEM, 0, "out of memory while %s: stopping the worker rather than drop a partition", what);
+  set_fatal(w, &e);
+}
+
+/* Asks the partition's owner (chosen now when it has none) to open it; NULL when it cannot be asked. */
+static applier *request_open(esr_worker *w, const rd_kafka_topic_partition_t *tp, ctl *c) {
+  int t = topic_index(w, tp->topic);
+  if (t < 0) {
+    esr_log(ESR_LOG_ERROR, "worker", "%s[%d] was assigned but is not in topics: not consuming it", tp->topic,
+            (int)tp->partition);
+    return NULL;
+  }
+  int *owner = owner_ref(w, (size_t)t, tp->partition);
+  if (!owner) {
+    fail_nomem(w, "assigning a partition");
+    return NULL;
+  }
+  applier *a = *owner >= 0 ? &w->appliers[*owner] : least_loaded(w);
+  if (*owner < 0) {
+    a->owned++; /* counted now, so that the next partition of this list goes to the next least loaded thread */
+    *owner = a->index;
+  }
+  *c = (ctl){.kind = CTL_OPEN, .topic = (size_t)t, .partition = tp->partition};
+  submit(a, c);
+  return a;
+}
+
+/* Waits for an open request; adds the partition to `ok` at its start offset, or gives up its ownership. */
+static void finish_open(esr_worker *w, applier *a, ctl *c, const rd_kafka_topic_partition_t *tp,
+                        rd_kafka_topic_partition_list_t *ok) {
+  wait_done(a, c);
+  if (c->offset < 0) { /* not opened (the owner logged why): not owned */
+    a->owned--;
+    w->owner[c->topic][c->partition] = -1;
+    return;
+  }
+  rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(w->rk, tp->topic, tp->partition);
+  if (pq) {
+    rd_kafka_queue_forward(pq, a->queue);
+    rd_kafka_queue_destroy(pq);
+  }
+  rd_kafka_topic_partition_list_add(ok, tp->topic, tp->partition)->offset = c->offset;
+}
+
+/* Opens the listed partitions on their appliers (in parallel; one at a time when memory is short), forwards each
+ * one's queue to its owner and returns the list to assign, each at its stored next offset. A partition that cannot be
+ * opened is left out, and its owner logged why. */
 static rd_kafka_topic_partition_list_t *open_partitions(esr_worker *w, const rd_kafka_topic_partition_list_t *parts) {
   rd_kafka_topic_partition_list_t *ok = rd_kafka_topic_partition_list_new(parts->cnt ? parts->cnt : 1);
   ctl *cs = calloc((size_t)parts->cnt + 1, sizeof *cs);
   applier **who = calloc((size_t)parts->cnt + 1, sizeof *who);
-  if (!cs || !who) goto out;
-  for (int i = 0; i < parts->cnt; i++) {
-    int t = topic_index(w, parts->elems[i].topic);
-    int *owner = t < 0 ? NULL : owner_ref(w, (size_t)t, parts->elems[i].partition);
-    if (!owner) continue;
-    applier *a = *owner >= 0 ? &w->appliers[*owner] : least_loaded(w);
-    if (*owner < 0) {
-      a->owned++; /* counted now, so that the next partition of this list goes to the next least loaded thread */
-      *owner = a->index;
+  if (!cs || !who) {
+    for (int i = 0; i < parts->cnt; i++) {
+      ctl c;
+      applier *a = request_open(w, &parts->elems[i], &c);
+      if (a) finish_open(w, a, &c, &parts->elems[i], ok);
     }
-    cs[i] = (ctl){.kind = CTL_OPEN, .topic = (size_t)t, .partition = parts->elems[i].partition};
-    who[i] = a;
-    submit(a, &cs[i]);
+  } else {
+    for (int i = 0; i < parts->cnt; i++) who[i] = request_open(w, &parts->elems[i], &cs[i]);
+    for (int i = 0; i < parts->cnt; i++)
+      if (who[i]) finish_open(w, who[i], &cs[i], &parts->elems[i], ok);
   }
-  for (int i = 0; i < parts->cnt; i++) {
-    applier *a = who[i];
-    if (!a) continue;
-    wait_done(a, &cs[i]);
-    if (cs[i].offset < 0) { /* not opened: not owned */
-      a->owned--;
-      w->owner[cs[i].topic][cs[i].partition] = -1;
-      continue;
-    }
-    rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(w->rk, parts->elems[i].topic, parts->elems[i].partition);
-    if (pq) {
-      rd_kafka_queue_forward(pq, a->queue);
-      rd_kafka_queue_destroy(pq);
-    }
-    rd_kafka_topic_partition_list_add(ok, parts->elems[i].topic, parts->elems[i].partition)->offset = cs[i].offset;
-  }
-out:
   free(cs);
   free(who);
   return ok;
 }
 
-/* Asks each partition's owner to commit and close it, and waits. */
+/* Asks the partition's owner to commit and close it; NULL when this worker does not own it. */
+static applier *request_close(esr_worker *w, const rd_kafka_topic_partition_t *tp, ctl *c) {
+  int t = topic_index(w, tp->topic);
+  if (t < 0 || (size_t)tp->partition >= w->owner_cap[t]) return NULL;
+  int *owner = &w->owner[t][tp->partition];
+  if (*owner < 0) return NULL;
+  applier *a = &w->appliers[*owner];
+  a->owned--;
+  *owner = -1;
+  *c = (ctl){.kind = CTL_CLOSE, .topic = (size_t)t, .partition = tp->partition};
+  submit(a, c);
+  return a;
+}
+
+/* Asks each partition's owner to commit and close it (in parallel; one at a time when memory is short), and waits. */
 static void close_partitions(esr_worker *w, const rd_kafka_topic_partition_list_t *parts) {
   ctl *cs = calloc((size_t)parts->cnt + 1, sizeof *cs);
   applier **who = calloc((size_t)parts->cnt + 1, sizeof *who);
-  if (!cs || !who) goto out;
-  for (int i = 0; i < parts->cnt; i++) {
-    int t = topic_index(w, parts->elems[i].topic);
-    if (t < 0 || (size_t)parts->elems[i].partition >= w->owner_cap[t]) continue;
-    int *owner = &w->owner[t][parts->elems[i].partition];
-    if (*owner < 0) continue;
-    who[i] = &w->appliers[*owner];
-    who[i]->owned--;
-    *owner = -1;
-    cs[i] = (ctl){.kind = CTL_CLOSE, .topic = (size_t)t, .partition = parts->elems[i].partition};
-    submit(who[i], &cs[i]);
+  if (!cs || !who) {
+    for (int i = 0; i < parts->cnt; i++) {
+      ctl c;
+      applier *a = request_close(w, &parts->elems[i], &c);
+      if (a) wait_done(a, &c);
+    }
+  } else {
+    for (int i = 0; i < parts->cnt; i++) who[i] = request_close(w, &parts->elems[i], &cs[i]);
+    for (int i = 0; i < parts->cnt; i++)
+      if (who[i]) wait_done(who[i], &cs[i]);
   }
-  for (int i = 0; i < parts->cnt; i++)
-    if (who[i]) wait_done(who[i], &cs[i]);
-out:
   free(cs);
   free(who);
 }
@@ -861,6 +937,8 @@ static void applier_fini(esr_worker *w, applier *a) {
 }
 
 esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err) {
+  esr_error local;
+  if (!err) err = &local; /* the error is optional (esr/error.h), and read below */
   *out = NULL;
   esr_worker *w = calloc(1, sizeof *w);
   if (!w) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
@@ -1048,6 +1126,8 @@ static void log_stats(esr_worker *w, int64_t now) {
 
 esr_code esr_worker_run(esr_worker *w, volatile sig_atomic_t *stop, esr_error *err) {
   const esr_config *cfg = w->cfg;
+  esr_error local;
+  if (!err) err = &local;
   esr_log(ESR_LOG_INFO, "worker",
           "esr %s starting: %zu topic(s), %zu handler(s), %s assignment, %d apply thread(s), state.dir %s",
           ESR_VERSION, cfg->n_topics, w->registry.n, w->group ? "group" : "static", w->n_appliers, cfg->state_dir);

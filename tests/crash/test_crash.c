@@ -2,7 +2,9 @@
  * of every kind, plus an account driven into int64 overflow) is produced while a worker is SIGKILLed at random moments
  * at least 50 times and restarted each time — mostly with static assignment (restarts in milliseconds) after 20-400 ms
  * (every 8th round after 0.9-2.5 s, so that dead letters get published before the kill), a few rounds in a row in
- * group mode with a short session timeout (the dead member's partitions are handed to the next one). Then
+ * group mode with a short session timeout (the dead member's partitions are handed to the next one). Every other kill
+ * waits (briefly) for an open batch, and the suite asserts its premise: at least MIN_MID_BATCH_KILLS kills struck while
+ * a batch transaction was open (read from the partitions' in-flight markers right after each kill). Then
  * the rest of the stream is produced, a cold worker catches up (its throughput is printed), and every account's
  * balance, every partition's position and log digest, and the set of dead-lettered source offsets with their reasons
  * must equal the oracle's, which folds the topic read back from Kafka. Any difference fails and prints the first ones.
@@ -31,6 +33,7 @@
 
 #define LEDGER_SO ESR_BUILD_DIR "/handlers/ledger.so"
 #define P 4
+#define MIN_MID_BATCH_KILLS 20 /* of at least 50, half of them aimed at an open batch */
 
 static long env_long(const char *name, long def) {
   const char *v = getenv(name);
@@ -57,6 +60,7 @@ typedef struct run {
   uint64_t rng;
   int kills, group_kills;
   int busy_kills; /* kills that struck while delivered events were still unapplied */
+  int mid_batch_kills; /* kills that struck while a batch transaction was open (the in-flight marker says so) */
   int64_t worst_restart_ms;
 } run;
 
@@ -73,6 +77,20 @@ static int64_t consumed_total(run *R) {
     if (esrt_read_position(R->state_dir, "ledger", p, &ps) == 0) total += ps.next_offset;
   }
   return total;
+}
+
+/* Whether a batch was open in some partition when the worker died: the in-flight marker
+ * (<state.dir>/<topic>-<p>.inflight, esr/crashguard.h) holds the first offset of the open batch, -1 when none. */
+static int batch_was_open(run *R) {
+  for (int p = 0; p < P; p++) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/ledger-%d.inflight", R->state_dir, p);
+    char *text = esrt_read_file(path, NULL);
+    long long first = text ? strtoll(text, NULL, 10) : -1;
+    free(text);
+    if (first >= 0) return 1;
+  }
+  return 0;
 }
 
 /* One round: write a config, start a worker, let it run for a random time while events keep arriving, SIGKILL it. */
@@ -133,6 +151,15 @@ static void kill_round(run *R, int round, int rounds, int group) {
     }
     esrt_producer_poll(R->prod, 1);
   }
+  /* Every other round aims: the kill waits (up to 500 ms) until a batch is open, so that many kills land between a
+   * batch's first write and its COMMIT; the other rounds strike wherever they fall. */
+  for (int64_t aim_until = esrt_now_ms() + 500; round % 2 && esrt_now_ms() < aim_until && !batch_was_open(R);) {
+    if (paced_done < paced && R->produced < R->phase_a_end) {
+      produce_one(R);
+      paced_done++;
+    }
+    esrt_producer_poll(R->prod, 1);
+  }
   if (!esrt_alive(&w)) {
     fprintf(stderr, "round %d: the worker exited on its own (code %d) before the kill\n", round, esrt_exit_code(&w));
     fail();
@@ -142,6 +169,7 @@ static void kill_round(run *R, int round, int rounds, int group) {
   assert_int_equal(128 + SIGKILL, code);
   R->kills++;
   if (consumed_total(R) < delivered) R->busy_kills++;
+  if (batch_was_open(R)) R->mid_batch_kills++;
   if (group) R->group_kills++;
   while (paced_done++ < paced && R->produced < R->phase_a_end) produce_one(R); /* the rest arrives while it is dead */
 }
@@ -180,9 +208,12 @@ static void crash_many_times(void **state) {
   assert_int_equal(0, esrt_producer_flush(R.prod, 60000));
   int64_t after_kills = consumed_total(&R);
   printf("# %d SIGKILLs in %.1f s (%d in group mode; slowest group hand-over %" PRId64 " ms); %d struck while "
-         "delivered events were still unapplied; %" PRId64 " of %zu events consumed so far\n",
+         "delivered events were still unapplied, %d while a batch transaction was open; %" PRId64 " of %zu events "
+         "consumed so far\n",
          R.kills, (double)(esrt_now_ms() - t_kills) / 1000.0, R.group_kills, R.worst_restart_ms, R.busy_kills,
-         after_kills, R.phase_a_end);
+         R.mid_batch_kills, after_kills, R.phase_a_end);
+  /* The premise of the whole suite: kills that land inside a batch, between its first write and its COMMIT. */
+  assert_true(R.mid_batch_kills >= MIN_MID_BATCH_KILLS);
 
   /* The rest of the stream, then a cold restart that must catch up with everything. */
   while (R.produced < R.n) produce_one(&R);

@@ -1,5 +1,5 @@
 /* ledger_poison.c — the real ledger handler, plus a defect on purpose: an event whose data has "poison": "segv"
- * dereferences NULL, "abort" calls abort(), "loop" recurses until the stack overflows. For the poison-event tests:
+ * dereferences NULL, "abort" calls abort(), "fpe" divides by zero, "loop" recurses until the stack overflows. For the poison-event tests:
  * everything else behaves exactly as the ledger, so the ledger oracle applies. */
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +23,9 @@ static int poison_apply(esr_ctx *ctx, const esr_event *ev) {
     *null = 1;
   } else if (poison && strcmp(poison, "abort") == 0) {
     abort();
+  } else if (poison && strcmp(poison, "fpe") == 0) {
+    volatile int num = 7, zero = 0; /* not 1 / x, which compilers turn into a comparison */
+    return num / zero;
   } else if (poison && strcmp(poison, "loop") == 0) {
     return overflow(0);
   }

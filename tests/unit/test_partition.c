@@ -4,6 +4,7 @@
  * exact amounts, FATAL stops, commit/rollback/reopen, the log digest's independence of batching, the authorizer, emits,
  * migrations, upcasts and the outbox's life after commit. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1173,7 +1174,88 @@ static void delivered_rows_deleted_in_next_transaction(void **state) {
   assert_int_equal(outbox_count(f), 2);
 }
 
+/* A storage failure while a handler runs (here the database is full: max_page_count) is not the event's fault, whatever
+ * the handler returns: the batch is lost and retried, the event neither dead-lettered nor stopping the partition. */
+static void storage_fault_under_handler_is_retried_not_judged(void **state) {
+  fixture *f = *state;
+  apply_ok(f, 0, "x", TEST("{\"k\":\"a\"}"));
+  commit_ok(f);
+  int64_t pages = q_int(db(f), "PRAGMA page_count");
+  char sql[64];
+  snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages);
+  assert_int_equal(SQLITE_OK, sqlite3_exec(db(f), sql, NULL, NULL, NULL));
+  static const char *const results[] = {"reject", "invalid", "fatal", "ok"};
+  for (int i = 0; i < 4; i++) {
+    char data[200];
+    snprintf(data, sizeof data,
+             "{\"sql\":\"INSERT INTO test_kv VALUES('big', zeroblob(200000))\",\"result\":\"%s\"}", results[i]);
+    const char *v = TEST(data);
+    esr_error err = {0};
+    assert_int_equal(apply_bytes(f->p, 1, "x", 1, v, strlen(v), &err), ESR_E_SQLITE);
+    assert_contains(err.msg, "storage failed");
+    assert_int_equal(err.lib_code & 0xff, SQLITE_FULL);
+    assert_null(esr_partition_stopped(f->p));
+    assert_int_equal(esr_partition_next_offset(f->p), 1); /* the batch was rolled back */
+    assert_int_equal(esr_partition_committed(f->p)->dead, 0);
+    assert_int_equal(outbox_count(f), 0);
+  }
+  /* Nothing the handler ran after SQLite rolled the transaction back on its own was committed on the side. */
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM test_sql_log WHERE offset = 1"), 0);
+  /* Room again: the same event is now judged by the handler (a rejection). */
+  assert_int_equal(SQLITE_OK, sqlite3_exec(db(f), "PRAGMA max_page_count = 1073741823", NULL, NULL, NULL));
+  apply_ok(f, 1, "x", TEST("{\"sql\":\"INSERT INTO test_kv VALUES('big', zeroblob(200000))\",\"result\":\"reject\"}"));
+  commit_ok(f);
+  assert_int_equal(esr_partition_committed(f->p)->dead, 1);
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM test_kv WHERE k = 'big'"), 0);
+}
+
+/* Writes the partition's in-flight marker as a process that died during the batch starting at `first` leaves it. */
+static void write_marker(const char *dir, int64_t first) {
+  char path[4200], rec[193];
+  snprintf(path, sizeof path, "%s/" TOPIC "-0.inflight", dir);
+  int n = snprintf(rec, sizeof rec, "%lld -1 0 0 -1 -1 0 0 0", (long long)first);
+  memset(rec + n, ' ', sizeof rec - 1 - (size_t)n);
+  rec[191] = '\n';
+  rec[192] = '\0';
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(rec, 1, 192, fp), 192);
+  fclose(fp);
+}
+
+/* A poison event's verdict must be durable before anything after it runs: once it is dead-lettered the partition asks
+ * for a commit at once, so that a second poison event in the same batch cannot roll the verdict back. */
+static void poison_verdict_asks_for_commit_at_once(void **state) {
+  fixture *f = *state;
+  apply_ok(f, 0, "x", TEST("{\"k\":\"a\"}"));
+  commit_ok(f);
+  esr_partition_close(f->p);
+  f->p = NULL;
+  write_marker(f->dir, 1);
+  esr_crash_record last = {.n = 1};
+  snprintf(last.v[0].topic, sizeof last.v[0].topic, TOPIC);
+  last.v[0].partition = 0;
+  last.v[0].offset = 2;
+  last.v[0].signo = SIGSEGV;
+  f->env.last_crash = &last;
+  f->env.max_crash_retries = 0; /* one recorded death convicts */
+  esr_error err = {0};
+  if (esr_partition_open(&f->env, TOPIC, 0, 1, &f->p, &err) != ESR_E_OK) fail_msg("reopen: %s", err.msg);
+  f->env.last_crash = NULL;
+  apply_ok(f, 1, "x", TEST("{\"k\":\"b\"}"));
+  assert_false(esr_partition_commit_due(f->p));
+  apply_ok(f, 2, "x", TEST("{\"k\":\"c\"}")); /* the poison event: dead-lettered without running the handler */
+  assert_true(esr_partition_commit_due(f->p));
+  assert_int_equal(esr_partition_next_offset(f->p), 3);
+  commit_ok(f);
+  assert_false(esr_partition_commit_due(f->p));
+  assert_int_equal(esr_partition_committed(f->p)->dead, 1);
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM esr_outbox WHERE reason = 'crash' AND src_offset = 2"), 1);
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM test_kv WHERE k = 'c'"), 0);
+}
+
 int main(void) {
+  esr_store_init_library(); /* as the esr command does: the storage-fault tracker needs SQLite's error log */
   esr_log_setup(ESR_LOG_WARN, ESR_LOG_TEXT); /* dead letters are logged at info: keep the output readable */
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -1204,6 +1286,8 @@ int main(void) {
       T(newer_handler_tables_refused),
       T(failed_migration_rolled_back_and_refused),
       T(delivered_rows_deleted_in_next_transaction),
+      T(storage_fault_under_handler_is_retried_not_judged),
+      T(poison_verdict_asks_for_commit_at_once),
   };
 #undef T
   return cmocka_run_group_tests_name("partition", tests, NULL, NULL);

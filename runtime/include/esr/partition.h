@@ -64,8 +64,10 @@ const esr_position *esr_partition_committed(const esr_partition *p);
 /* Events in the open batch (0: none open), and when it was opened (esr_now_ms). */
 int esr_partition_batch_events(const esr_partition *p);
 int64_t esr_partition_batch_started(const esr_partition *p);
-/* 1 while a batch that killed the process is re-applied one event per transaction: commit after every event. */
-int esr_partition_careful(const esr_partition *p);
+/* 1 when the open batch must be committed now, before another event: while a batch that killed the process is
+ * re-applied one event per transaction, and once a poison event was dead-lettered (its verdict must be durable
+ * before anything after it runs: a second poison event in the same batch would otherwise roll it back). */
+int esr_partition_commit_due(const esr_partition *p);
 /* NULL while running; the reason once a handler stopped the partition. */
 const char *esr_partition_stopped(const esr_partition *p);
 

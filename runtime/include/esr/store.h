@@ -36,9 +36,13 @@ typedef struct esr_store_opts {
 } esr_store_opts;
 
 /* Process-wide SQLite settings, for a program's start, before any other SQLite call (later, it changes nothing):
- * SQLite's memory statistics off. They take one global mutex on every allocation and free, which apply threads
- * working on different databases would otherwise contend for. */
+ * SQLite's memory statistics off (they take one global mutex on every allocation and free, which apply threads
+ * working on different databases would otherwise contend for), and SQLite's error log routed to the storage-fault
+ * tracker of esr_store_guard_fault. */
 void esr_store_init_library(void);
+/* 1 when an SQLite extended code is a failure of the storage rather than of the statement (I/O error, full disk, out
+ * of memory, corruption, read-only or unopenable file): never an event's fault. */
+int esr_store_is_storage_fault(int ext);
 
 /* Builds "<dir>/<topic>-<partition>.db" into buf. */
 void esr_store_path(char *buf, size_t cap, const char *dir, const char *topic, int32_t partition);
@@ -72,6 +76,10 @@ esr_code esr_store_wal_truncate(esr_store *s, esr_error *err);
 int esr_store_wal_frames(const esr_store *s);
 /* Turns the handler guard on or off (see the file comment). Turning it off resets statements left mid-step. */
 void esr_store_guard(esr_store *s, int on);
+/* The first storage failure (SQLite extended code, esr_store_is_storage_fault) SQLite met on this thread while the
+ * guard was last on, or 0: whatever a handler returned then, its verdict is not to be trusted. Needs
+ * esr_store_init_library (without it, only a statement the host prepared for the handler is seen). */
+int esr_store_guard_fault(const esr_store *s);
 
 /* A cached prepared statement for handler code, reset with bindings cleared; NULL with err set when `sql` does not
  * compile (or the guard denies it). Borrowed. */
