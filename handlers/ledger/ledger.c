@@ -3,7 +3,8 @@
  * Events (the Kafka key is the account id and must equal data.account):
  *   account.opened       {account, owner}
  *   account.deposited v2 {account, amount, currency}   amount: integer in 1..2^53; currency: 3 capital letters
- *   account.deposited v1 {account, amount}             upcast to v2 with currency "EUR" (accounts before v2 were EUR)
+ *   account.deposited v1 {account, amount}             upcast to v2 with currency "EUR" (accounts before v2 were EUR;
+ *                                                      option handler.ledger.v1.currency names another)
  *   account.withdrawn    {account, amount}
  * Table accounts(id, owner, balance, opened_at, updated_at, currency); times are the events' own times, never the
  * clock. Tables version 2 added accounts.currency (EUR for every account until accounts can be opened in another).
@@ -23,6 +24,7 @@
 ESR_HANDLER_DECLARE_ABI;
 
 static const esr_host_api *host;
+static char v1_currency[4] = "EUR"; /* the currency of version 1 deposits (option v1.currency); set once, by init */
 
 static int exec(esr_ctx *ctx, const char *sql, const char *what) {
   char *msg = NULL;
@@ -56,7 +58,7 @@ static int upcast(esr_ctx *ctx, cJSON *envelope, int from_version) {
     host->error(ctx, "cannot upcast from version %d", from_version);
     return ESR_INVALID;
   }
-  if (!cJSON_GetObjectItemCaseSensitive(data, "currency") && !cJSON_AddStringToObject(data, "currency", "EUR"))
+  if (!cJSON_GetObjectItemCaseSensitive(data, "currency") && !cJSON_AddStringToObject(data, "currency", v1_currency))
     return ESR_FATAL;
   cJSON_DeleteItemFromObjectCaseSensitive(envelope, "version");
   if (!cJSON_AddNumberToObject(envelope, "version", 2)) return ESR_FATAL;
@@ -191,6 +193,18 @@ static const esr_event_type TYPES[] = {
 
 int esr_handler_init(const esr_host_api *h, esr_handler *out) {
   if (ESR_HANDLER_ABI_MAJOR_OF(h->abi_version) != ESR_HANDLER_ABI_MAJOR) return -1;
+  static const char *const known[] = {"v1.currency", NULL};
+  const char *unknown = esr_handler_unknown_option(out, known);
+  if (unknown) {
+    esr_handler_init_error(out, "unknown option '%s' (the ledger knows: v1.currency)", unknown);
+    return -1;
+  }
+  const char *cur = esr_handler_option_get(out, "v1.currency");
+  if (cur && !valid_currency(cur)) {
+    esr_handler_init_error(out, "option v1.currency = '%s': expected 3 capital letters, e.g. EUR", cur);
+    return -1;
+  }
+  if (cur) memcpy(v1_currency, cur, 4);
   host = h;
   out->abi_version = ESR_HANDLER_ABI;
   out->name = "ledger";

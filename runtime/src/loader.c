@@ -1,9 +1,15 @@
-/* loader.c — dlopen a handler plugin, check its ABI before running it, then check what its init filled in. */
+/* loader.c — dlopen a handler plugin, check its ABI and its libraries before running it, then check what its init
+ * filled in. */
 #include "esr/loader.h"
 
+#include <cjson/cJSON.h>
 #include <dlfcn.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The handler struct as a 1.0 plugin knows it: everything before the first member appended in 1.1. */
+#define HANDLER_SIZE_1_0 offsetof(esr_handler, options)
 
 static int valid_name(const char *name) {
   if (!name || !*name || strlen(name) > 64) return 0;
@@ -15,7 +21,8 @@ static int valid_name(const char *name) {
 static esr_code check_handler(const esr_handler *h, const char *path, esr_error *err) {
   if (ESR_HANDLER_ABI_MAJOR_OF(h->abi_version) != ESR_HANDLER_ABI_MAJOR)
     return esr_error_set(err, ESR_E_PLUGIN, 0, "handler %s: init set abi_version %u.%u, this esr supports %u.x", path,
-                         ESR_HANDLER_ABI_MAJOR_OF(h->abi_version), h->abi_version & 0xffff, ESR_HANDLER_ABI_MAJOR);
+                         ESR_HANDLER_ABI_MAJOR_OF(h->abi_version), ESR_HANDLER_ABI_MINOR_OF(h->abi_version),
+                         ESR_HANDLER_ABI_MAJOR);
   if (!valid_name(h->name))
     return esr_error_set(err, ESR_E_PLUGIN, 0, "handler %s: name must be 1-64 characters of [a-z0-9_]", path);
   if (!h->apply) return esr_error_set(err, ESR_E_PLUGIN, 0, "handler %s (%s): no apply callback", path, h->name);
@@ -37,7 +44,41 @@ static esr_code check_handler(const esr_handler *h, const char *path, esr_error 
   return ESR_E_OK;
 }
 
-esr_plugin *esr_plugin_load(const char *path, const esr_host_api *host, esr_error *err) {
+/* The libraries a plugin must share with the host, each by a few of its functions: the host's own addresses against
+ * what the symbol resolves to from the plugin's handle (the plugin itself first, then its dependencies). */
+typedef struct shared_symbol {
+  const char *library, *symbol;
+  void *host;
+} shared_symbol;
+
+static esr_code check_libraries(void *dl, const char *path, esr_error *err) {
+  const shared_symbol want[] = {
+      {"SQLite (libsqlite3)", "sqlite3_open_v2", (void *)sqlite3_open_v2},
+      {"SQLite (libsqlite3)", "sqlite3_step", (void *)sqlite3_step},
+      {"SQLite (libsqlite3)", "sqlite3_malloc", (void *)sqlite3_malloc},
+      {"cJSON (libcjson)", "cJSON_Parse", (void *)cJSON_Parse},
+      {"cJSON (libcjson)", "cJSON_Delete", (void *)cJSON_Delete},
+      {"cJSON (libcjson)", "cJSON_AddStringToObject", (void *)cJSON_AddStringToObject},
+  };
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+    dlerror();
+    void *theirs = dlsym(dl, want[i].symbol);
+    if (!theirs || theirs == want[i].host) continue; /* not used, or the host's own instance */
+    Dl_info in_theirs, in_host;
+    const char *where = dladdr(theirs, &in_theirs) && in_theirs.dli_fname ? in_theirs.dli_fname : "an unknown object";
+    const char *host = dladdr(want[i].host, &in_host) && in_host.dli_fname ? in_host.dli_fname : "the host";
+    return esr_error_set(err, ESR_E_PLUGIN, 0,
+                         "handler %s: its %s is not the host's: %s resolves to %s, the host's to %s (a static copy or "
+                         "another soname); link the plugin against the system's shared library (pkg-config sqlite3 "
+                         "libcjson, or esr::handler in CMake)",
+                         path, want[i].library, want[i].symbol, strcmp(where, path) == 0 ? "the plugin itself" : where,
+                         host);
+  }
+  return ESR_E_OK;
+}
+
+esr_plugin *esr_plugin_load(const char *path, const esr_host_api *host, const esr_handler_option *options,
+                            esr_error *err) {
   esr_plugin *p = calloc(1, sizeof *p);
   if (!p || !(p->path = strdup(path))) {
     esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
@@ -65,13 +106,38 @@ esr_plugin *esr_plugin_load(const char *path, const esr_host_api *host, esr_erro
     esr_error_set(err, ESR_E_PLUGIN, 0,
                   "handler %s: built for handler ABI %u.%u, this esr supports %u.x: rebuild it against this esr's "
                   "esr/handler.h",
-                  path, ESR_HANDLER_ABI_MAJOR_OF(*abi), *abi & 0xffff, ESR_HANDLER_ABI_MAJOR);
+                  path, ESR_HANDLER_ABI_MAJOR_OF(*abi), ESR_HANDLER_ABI_MINOR_OF(*abi), ESR_HANDLER_ABI_MAJOR);
     goto fail;
   }
+  if (ESR_HANDLER_ABI_MINOR_OF(*abi) > ESR_HANDLER_ABI_MINOR) {
+    esr_error_set(err, ESR_E_PLUGIN, 0,
+                  "handler %s: built for handler ABI %u.%u, newer than this esr's %u.%u: upgrade esr, or rebuild the "
+                  "plugin against this esr's esr/handler.h",
+                  path, ESR_HANDLER_ABI_MAJOR_OF(*abi), ESR_HANDLER_ABI_MINOR_OF(*abi), ESR_HANDLER_ABI_MAJOR,
+                  ESR_HANDLER_ABI_MINOR);
+    goto fail;
+  }
+  if (check_libraries(p->dl, path, err) != ESR_E_OK) goto fail;
+  static const esr_handler_option none[] = {{NULL, NULL}};
+  char why[512] = "";
   p->handler.struct_size = sizeof p->handler;
+  p->handler.options = options ? options : none;
+  p->handler.init_error = why;
+  p->handler.init_error_cap = sizeof why;
   int rc = init(host, &p->handler);
+  /* From here on the host reads the struct as far as the plugin knows it: a 1.0 plugin set none of 1.1's members. */
+  if (ESR_HANDLER_ABI_MINOR_OF(*abi) == 0) p->handler.struct_size = HANDLER_SIZE_1_0;
+  if (ESR_HANDLER_HAS(&p->handler, options)) {
+    p->handler.options = NULL; /* valid during init only */
+    p->handler.init_error = NULL;
+    p->handler.init_error_cap = 0;
+  }
   if (rc != 0) {
-    esr_error_set(err, ESR_E_PLUGIN, rc, "handler %s: esr_handler_init failed (returned %d)", path, rc);
+    why[sizeof why - 1] = '\0';
+    if (why[0])
+      esr_error_set(err, ESR_E_PLUGIN, rc, "handler %s: esr_handler_init refused: %s", path, why);
+    else
+      esr_error_set(err, ESR_E_PLUGIN, rc, "handler %s: esr_handler_init failed (returned %d, no message)", path, rc);
     goto fail_inited;
   }
   if (check_handler(&p->handler, path, err) != ESR_E_OK) goto fail_inited;
@@ -90,4 +156,16 @@ void esr_plugin_free(esr_plugin *p) {
   if (p->dl) dlclose(p->dl);
   free(p->path);
   free(p);
+}
+
+void esr_plugin_stem(const char *path, char *buf, size_t cap) {
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  size_t n = strlen(base);
+  const char *dot = strrchr(base, '.');
+  if (dot && dot != base) n = (size_t)(dot - base);
+  if (cap == 0) return;
+  if (n >= cap) n = cap - 1;
+  memcpy(buf, base, n);
+  buf[n] = '\0';
 }

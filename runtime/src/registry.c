@@ -40,14 +40,46 @@ esr_code esr_registry_add(esr_registry *r, esr_plugin *p, esr_error *err) {
   return ESR_E_OK;
 }
 
-esr_code esr_registry_load(esr_registry *r, char *const *paths, size_t n, const esr_host_api *host, esr_error *err) {
-  for (size_t i = 0; i < n; i++) {
-    esr_plugin *p = esr_plugin_load(paths[i], host, err);
-    if (!p) return err ? err->code : ESR_E_PLUGIN;
-    esr_code rc = esr_registry_add(r, p, err);
-    if (rc != ESR_E_OK) return rc;
+/* The options of the plugin whose stem is `stem`: entries "<stem>.<key>" of opts, as "<key>" (borrowed). */
+static esr_handler_option *options_of(const char *stem, const esr_kv *opts, size_t n_opts, int *used) {
+  esr_handler_option *v = calloc(n_opts + 1, sizeof *v);
+  if (!v) return NULL;
+  size_t k = 0, len = strlen(stem);
+  for (size_t i = 0; i < n_opts; i++) {
+    if (strncmp(opts[i].key, stem, len) != 0 || opts[i].key[len] != '.') continue;
+    v[k].key = opts[i].key + len + 1;
+    v[k].value = opts[i].value;
+    k++;
+    used[i] = 1;
   }
-  return ESR_E_OK;
+  return v;
+}
+
+esr_code esr_registry_load(esr_registry *r, char *const *paths, size_t n, const esr_host_api *host,
+                           const esr_kv *opts, size_t n_opts, esr_error *err) {
+  int *used = calloc(n_opts + 1, sizeof *used);
+  if (!used) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  esr_code rc = ESR_E_OK;
+  for (size_t i = 0; i < n && rc == ESR_E_OK; i++) {
+    char stem[256];
+    esr_plugin_stem(paths[i], stem, sizeof stem);
+    esr_handler_option *mine = options_of(stem, opts, n_opts, used);
+    if (!mine) {
+      rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+      break;
+    }
+    esr_plugin *p = esr_plugin_load(paths[i], host, mine, err);
+    free(mine);
+    rc = p ? esr_registry_add(r, p, err) : err ? err->code : ESR_E_PLUGIN;
+  }
+  for (size_t i = 0; i < n_opts && rc == ESR_E_OK; i++)
+    if (!used[i])
+      rc = esr_error_set(err, ESR_E_CONFIG, 0,
+                         "config: handler.%s: no handler plugin in `handlers` has the stem of this key (the plugin "
+                         "file's name without .so): fix the key or the handlers list",
+                         opts[i].key);
+  free(used);
+  return rc;
 }
 
 esr_route_result esr_registry_route(const esr_registry *r, const char *type, int version, esr_route *out) {

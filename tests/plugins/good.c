@@ -18,10 +18,12 @@
  * upcast (testup.event v1 -> v2): first, data "upcast_write": "K" writes test_kv(K, 'upcast') and "upcast_emit": true
  * tries host->emit, recording test_kv('upcast-emit', 'refused' | 'allowed'); then data "upcast": "invalid" refuses
  * it; "break" removes "data" (an invalid envelope); otherwise sets version 2 and data.upcasted_from. migrate creates test_migrate_junk and fails when the environment
- * variable ESR_TEST_GOOD_MIGRATE_FAIL is set (a test hook).
+ * variable ESR_TEST_GOOD_MIGRATE_FAIL is set (a test hook). Options (ABI 1.1): "version" replaces its version
+ * string; any other option is refused by init with a message naming it.
  */
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,13 +202,24 @@ static const esr_event_type TYPES[] = {
     {NULL, 0, 0},
 };
 
+static char version[64] = "1.2.3";
+
 int esr_handler_init(const esr_host_api *h, esr_handler *out) {
   if (ESR_HANDLER_ABI_MAJOR_OF(h->abi_version) != ESR_HANDLER_ABI_MAJOR || h->struct_size < sizeof *h) return -1;
   if (out->struct_size < sizeof *out) return -2;
+  /* One option: "version" replaces the version string (copied: options live during init only). */
+  static const char *const known[] = {"version", NULL};
+  const char *unknown = esr_handler_unknown_option(out, known);
+  if (unknown) {
+    esr_handler_init_error(out, "unknown option '%s' (good knows: version)", unknown);
+    return -3;
+  }
+  const char *v = esr_handler_option_get(out, "version");
+  snprintf(version, sizeof version, "%s", v ? v : "1.2.3");
   host = h;
   out->abi_version = ESR_HANDLER_ABI;
   out->name = "good";
-  out->version = "1.2.3";
+  out->version = version;
   out->schema_version = 1;
   out->types = TYPES;
   out->user = &user_token;

@@ -1,5 +1,6 @@
 /* initfail.c — a broken plugin for the loader tests: a valid ABI and a complete handler, but esr_handler_init returns
- * non-zero (as a plugin does when its own setup fails), so the loader must refuse it ("init failed"). */
+ * non-zero (as a plugin does when its own setup fails), so the loader must refuse it, with the reason init gives
+ * (ABI 1.1) in the message. */
 #include "esr/handler.h"
 
 ESR_HANDLER_DECLARE_ABI;
@@ -17,5 +18,6 @@ int esr_handler_init(const esr_host_api *host, esr_handler *out) {
   out->types = TYPES;
   out->migrate = migrate;
   out->apply = apply;
+  esr_handler_init_error(out, "refused on purpose: its reference data is missing");
   return 7;
 }

@@ -19,7 +19,7 @@
 /* Loads `path`, expects ESR_E_PLUGIN with a message naming the file and containing `reason`. */
 static void expect_refused(const char *path, const char *reason) {
   esr_error err = {0};
-  esr_plugin *p = esr_plugin_load(path, esr_host_api_table(), &err);
+  esr_plugin *p = esr_plugin_load(path, esr_host_api_table(), NULL, &err);
   if (p) {
     esr_plugin_free(p);
     fail_msg("%s was loaded", path);
@@ -32,7 +32,7 @@ static void expect_refused(const char *path, const char *reason) {
 
 static void good_plugin_loads(void **state) {
   esr_error err = {0};
-  esr_plugin *p = esr_plugin_load(PLUGIN("good"), esr_host_api_table(), &err);
+  esr_plugin *p = esr_plugin_load(PLUGIN("good"), esr_host_api_table(), NULL, &err);
   if (!p) fail_msg("%s", err.msg);
   assert_string_equal(p->path, PLUGIN("good"));
   assert_non_null(p->dl);
@@ -58,7 +58,7 @@ static void good_plugin_loads(void **state) {
 
 static void ledger_plugin_loads(void **state) {
   esr_error err = {0};
-  esr_plugin *p = esr_plugin_load(LEDGER, esr_host_api_table(), &err);
+  esr_plugin *p = esr_plugin_load(LEDGER, esr_host_api_table(), NULL, &err);
   if (!p) fail_msg("%s", err.msg);
   assert_string_equal(p->handler.name, "ledger");
   esr_plugin_free(p);
@@ -66,8 +66,8 @@ static void ledger_plugin_loads(void **state) {
 
 static void same_plugin_twice(void **state) {
   esr_error err = {0};
-  esr_plugin *a = esr_plugin_load(PLUGIN("good"), esr_host_api_table(), &err);
-  esr_plugin *b = esr_plugin_load(PLUGIN("good"), esr_host_api_table(), &err);
+  esr_plugin *a = esr_plugin_load(PLUGIN("good"), esr_host_api_table(), NULL, &err);
+  esr_plugin *b = esr_plugin_load(PLUGIN("good"), esr_host_api_table(), NULL, &err);
   assert_non_null(a);
   assert_non_null(b);
   assert_ptr_not_equal(a, b);
@@ -84,7 +84,7 @@ static void badabi_refused_naming_versions_without_running_it(void **state) {
   unsetenv(INIT_MARK);
   expect_refused(PLUGIN("badabi"), "ABI");
   esr_error err = {0};
-  assert_null(esr_plugin_load(PLUGIN("badabi"), esr_host_api_table(), &err));
+  assert_null(esr_plugin_load(PLUGIN("badabi"), esr_host_api_table(), NULL, &err));
   assert_contains(err.msg, "2.3"); /* the plugin's version */
   assert_contains(err.msg, "1.");  /* the host's */
   if (getenv(INIT_MARK)) fail_msg("the loader called esr_handler_init of a plugin built for ABI 2");
@@ -96,7 +96,92 @@ static void noabi_refused_without_running_it(void **state) {
   if (getenv(INIT_MARK)) fail_msg("the loader called esr_handler_init of a plugin that declares no ABI");
 }
 
-static void initfail_refused(void **state) { expect_refused(PLUGIN("initfail"), "init failed"); }
+static void initfail_refused_with_its_reason(void **state) {
+  expect_refused(PLUGIN("initfail"), "esr_handler_init refused: refused on purpose: its reference data is missing");
+}
+
+static void newer_minor_refused_naming_versions_without_running_it(void **state) {
+  unsetenv(INIT_MARK);
+  esr_error err = {0};
+  expect_refused(PLUGIN("newminor"), "built for handler ABI 1.9, newer than this esr's 1.1");
+  if (getenv(INIT_MARK)) fail_msg("the loader called esr_handler_init of a plugin of a newer minor version");
+  (void)err;
+}
+
+static void abi10_plugin_still_loads_and_is_read_as_1_0(void **state) {
+  esr_error err = {0};
+  esr_plugin *p = esr_plugin_load(PLUGIN("abi10"), esr_host_api_table(), NULL, &err);
+  if (!p) fail_msg("%s", err.msg);
+  assert_string_equal(p->handler.name, "abi10");
+  assert_int_equal(ESR_HANDLER_ABI_MINOR_OF(p->handler.abi_version), 0);
+  /* The host reads it as far as a 1.0 plugin knows the struct: none of the 1.1 members. */
+  assert_false(ESR_HANDLER_HAS(&p->handler, options));
+  assert_false(ESR_HANDLER_HAS(&p->handler, init_error));
+  assert_true(ESR_HANDLER_HAS(&p->handler, fini));
+  esr_plugin_free(p);
+}
+
+static void own_sqlite_refused_naming_the_library(void **state) {
+  unsetenv(INIT_MARK);
+  expect_refused(PLUGIN("ownsqlite"), "its SQLite (libsqlite3) is not the host's");
+  esr_error err = {0};
+  assert_null(esr_plugin_load(PLUGIN("ownsqlite"), esr_host_api_table(), NULL, &err));
+  assert_contains(err.msg, "resolves to the plugin itself");
+  assert_contains(err.msg, "libsqlite3.so"); /* the host's */
+  if (getenv(INIT_MARK)) fail_msg("the loader called esr_handler_init of a plugin with its own SQLite");
+}
+
+static void other_cjson_refused_naming_the_library(void **state) {
+  expect_refused(PLUGIN("othercjson"), "its cJSON (libcjson) is not the host's");
+  esr_error err = {0};
+  assert_null(esr_plugin_load(PLUGIN("othercjson"), esr_host_api_table(), NULL, &err));
+  assert_contains(err.msg, "libesrt_othercjson.so");
+  assert_contains(err.msg, "libcjson.so.1");
+}
+
+static void options_reach_init_and_unknown_ones_are_refused(void **state) {
+  esr_error err = {0};
+  esr_handler_option opts[] = {{"version", "9.8.7"}, {NULL, NULL}};
+  esr_plugin *p = esr_plugin_load(PLUGIN("good"), esr_host_api_table(), opts, &err);
+  if (!p) fail_msg("%s", err.msg);
+  assert_string_equal(p->handler.version, "9.8.7");
+  assert_null(p->handler.options); /* valid during init only: the host keeps no pointer to them */
+  esr_plugin_free(p);
+  esr_handler_option bad[] = {{"version", "1"}, {"verison", "2"}, {NULL, NULL}};
+  assert_null(esr_plugin_load(PLUGIN("good"), esr_host_api_table(), bad, &err));
+  assert_int_equal(err.code, ESR_E_PLUGIN);
+  assert_contains(err.msg, "unknown option 'verison'");
+  /* The ledger knows v1.currency and nothing else. */
+  esr_handler_option cur[] = {{"v1.currency", "USD"}, {NULL, NULL}};
+  p = esr_plugin_load(LEDGER, esr_host_api_table(), cur, &err);
+  if (!p) fail_msg("%s", err.msg);
+  esr_plugin_free(p);
+  esr_handler_option badcur[] = {{"v1.currency", "usd"}, {NULL, NULL}};
+  assert_null(esr_plugin_load(LEDGER, esr_host_api_table(), badcur, &err));
+  assert_contains(err.msg, "v1.currency");
+  esr_handler_option unknown[] = {{"currency", "USD"}, {NULL, NULL}};
+  assert_null(esr_plugin_load(LEDGER, esr_host_api_table(), unknown, &err));
+  assert_contains(err.msg, "unknown option 'currency'");
+}
+
+static void registry_hands_each_plugin_its_options(void **state) {
+  esr_registry r = {0};
+  esr_error err = {0};
+  char *paths[] = {PLUGIN("good"), LEDGER};
+  esr_kv opts[] = {{"good.version", "4.5.6"}, {"ledger.v1.currency", "CHF"}};
+  if (esr_registry_load(&r, paths, 2, esr_host_api_table(), opts, 2, &err) != ESR_E_OK) fail_msg("%s", err.msg);
+  assert_string_equal(r.plugins[0]->handler.version, "4.5.6");
+  esr_registry_clear(&r);
+  esr_kv stray[] = {{"goood.version", "1"}};
+  assert_int_equal(esr_registry_load(&r, paths, 2, esr_host_api_table(), stray, 1, &err), ESR_E_CONFIG);
+  assert_contains(err.msg, "handler.goood.version");
+  esr_registry_clear(&r);
+  char stem[64];
+  esr_plugin_stem("/usr/lib/esr/ledger.so", stem, sizeof stem);
+  assert_string_equal(stem, "ledger");
+  esr_plugin_stem("orders.sql.yaml", stem, sizeof stem);
+  assert_string_equal(stem, "orders.sql");
+}
 
 static void noapply_refused(void **state) { expect_refused(PLUGIN("noapply"), "no apply callback"); }
 
@@ -248,7 +333,7 @@ static void registry_load_real_plugins(void **state) {
   esr_registry r = {0};
   esr_error err = {0};
   char *paths[] = {LEDGER, PLUGIN("good")};
-  if (esr_registry_load(&r, paths, 2, esr_host_api_table(), &err) != ESR_E_OK) fail_msg("%s", err.msg);
+  if (esr_registry_load(&r, paths, 2, esr_host_api_table(), NULL, 0, &err) != ESR_E_OK) fail_msg("%s", err.msg);
   assert_int_equal(r.n, 2);
   assert_string_equal(route_name(&r, "account.opened", 1, ESR_ROUTE_OK), "ledger");
   assert_string_equal(route_name(&r, "account.withdrawn", 1, ESR_ROUTE_OK), "ledger");
@@ -261,13 +346,13 @@ static void registry_load_real_plugins(void **state) {
 
   /* the same plugin twice: its claims collide */
   char *twice[] = {PLUGIN("good"), PLUGIN("good")};
-  assert_int_equal(esr_registry_load(&r, twice, 2, esr_host_api_table(), &err), ESR_E_PLUGIN);
+  assert_int_equal(esr_registry_load(&r, twice, 2, esr_host_api_table(), NULL, 0, &err), ESR_E_PLUGIN);
   assert_contains(err.msg, "test.*");
   esr_registry_clear(&r);
 
   /* a broken plugin in the list stops the load with its own message */
   char *broken[] = {PLUGIN("good"), PLUGIN("noapply")};
-  assert_int_equal(esr_registry_load(&r, broken, 2, esr_host_api_table(), &err), ESR_E_PLUGIN);
+  assert_int_equal(esr_registry_load(&r, broken, 2, esr_host_api_table(), NULL, 0, &err), ESR_E_PLUGIN);
   assert_contains(err.msg, "no apply callback");
   esr_registry_clear(&r);
 }
@@ -280,7 +365,13 @@ int main(void) {
       cmocka_unit_test(noentry_refused),
       cmocka_unit_test(badabi_refused_naming_versions_without_running_it),
       cmocka_unit_test(noabi_refused_without_running_it),
-      cmocka_unit_test(initfail_refused),
+      cmocka_unit_test(initfail_refused_with_its_reason),
+      cmocka_unit_test(newer_minor_refused_naming_versions_without_running_it),
+      cmocka_unit_test(abi10_plugin_still_loads_and_is_read_as_1_0),
+      cmocka_unit_test(own_sqlite_refused_naming_the_library),
+      cmocka_unit_test(other_cjson_refused_naming_the_library),
+      cmocka_unit_test(options_reach_init_and_unknown_ones_are_refused),
+      cmocka_unit_test(registry_hands_each_plugin_its_options),
       cmocka_unit_test(noapply_refused),
       cmocka_unit_test(nonexistent_path_refused),
       cmocka_unit_test(not_a_shared_object_refused),

@@ -40,7 +40,7 @@ static int setup(void **state) {
   if (!f || !(f->dir = tu_mkdtemp())) return -1;
   esr_error err = {0};
   char *paths[] = {LEDGER, GOOD};
-  if (esr_registry_load(&f->reg, paths, 2, esr_host_api_table(), &err) != ESR_E_OK) {
+  if (esr_registry_load(&f->reg, paths, 2, esr_host_api_table(), NULL, 0, &err) != ESR_E_OK) {
     fprintf(stderr, "loading the plugins: %s\n", err.msg);
     return -1;
   }

@@ -1,26 +1,61 @@
-/* esr/handler.h — the handler plugin ABI, version 1. The only header a handler plugin needs.
+/* esr/handler.h — the handler plugin ABI, version 1.1. The only header a handler plugin needs (with esr/json.h, optional).
  *
- * A handler is a shared object that exports two symbols: the constant `esr_handler_abi` (write
- * ESR_HANDLER_DECLARE_ABI; once in the plugin) and the function `esr_handler_init`. The host checks the constant before it
- * calls anything, so a plugin built against another major version is refused without running its code. `esr_handler_init`
- * fills an `esr_handler` (zeroed by the host, `struct_size` set to the host's size) with its name, the event types it
- * consumes and its callbacks, and returns 0; any other return refuses the plugin. The plugin reaches the host only through
- * the `esr_host_api` table it is given (valid for the life of the process), never by linking the host.
+ * A handler is a shared object that exports two symbols: the constant `esr_handler_abi` (write ESR_HANDLER_DECLARE_ABI;
+ * once in the plugin) and the function `esr_handler_init`. The plugin reaches the host only through the `esr_host_api`
+ * table it is given (valid for the life of the process), never by linking the host. The rules:
  *
- * Callbacks of different partitions run concurrently on different threads (a partition is owned by one thread at a
- * time): keep no mutable global state, or protect it. Callbacks must be deterministic functions of the partition's
- * database and the event (no wall clock, no randomness, no I/O outside the transaction): replaying the log must give the
- * same state. `apply` runs inside the batch transaction, within a savepoint of its own: when it returns anything but ESR_OK
- * the host rolls back exactly what this event changed. Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT) and ATTACH
- * are the host's alone. The event's cJSON values (and anything an upcast adds to them) are valid during the callback
- * only: they come from a per-event arena and must not be kept. Structs that cross this boundary carry their size and only grow at the end; within a major
- * version the host table and the handler struct are append-only.
+ * Versions. ESR_HANDLER_ABI is MAJOR.MINOR. The host reads `esr_handler_abi` before it runs any plugin code and
+ * refuses a plugin of another major version, or of a newer minor version than its own (such a plugin could write
+ * members the host's structs do not have); both versions are named in the message. Within a major version the host
+ * table and every struct that crosses the boundary are append-only and carry their size in `struct_size`: read a
+ * member appended after 1.0 only when ESR_HANDLER_HAS(ptr, member) says the struct is long enough. The host does the
+ * same with a plugin: a 1.0 plugin's handler struct is read only up to the 1.0 members, so plugins built against 1.0
+ * keep loading unchanged.
+ *
+ * Init. `esr_handler_init` fills an `esr_handler` (zeroed by the host, `struct_size` set) with its name, the event types
+ * it consumes and its callbacks, and returns 0; any other return refuses the plugin. Since 1.1 it can say why: write a
+ * message into `init_error` (a host buffer of `init_error_cap` bytes), and it gets its options: the configuration keys
+ * `handler.<stem>.<key> = value` (`<stem>` the plugin file's name without `.so`, `<key>` of [a-z0-9.]+) arrive in
+ * `options`, without the `handler.<stem>.` prefix. A handler must refuse an option it does not know, naming it
+ * (esr_handler_unknown_option helps): a misspelled option must not be silently ignored.
+ *
+ * Lifetime. `name`, `version`, `types` and every string they point to must stay valid and unchanged until `fini` (use
+ * static data): the host keeps the pointers. Options and the init_error buffer are valid during init only: copy what
+ * you keep.
+ *
+ * One SQLite, one cJSON. A handler works on the host's database connection and on cJSON trees the host parsed, so it
+ * must use the host's SQLite and cJSON: link them dynamically from the system (pkg-config sqlite3 libcjson, or the CMake
+ * package's esr::handler). The loader refuses a plugin whose SQLite or cJSON symbols resolve to another instance than
+ * the host's (a plugin linked with libsqlite3.a, or against a library of another soname), naming the library: two
+ * SQLite instances on one database file break its locking, and a cJSON tree freed by another allocator corrupts the
+ * heap. What stays undetectable: a private copy linked in with its symbols hidden (e.g. -Wl,--exclude-libs,ALL), or
+ * one reached through dlopen at run time. Don't.
+ *
+ * Threads and determinism. Callbacks of different partitions run concurrently on different threads (a partition is
+ * owned by one thread at a time): keep no mutable global state, or protect it. Callbacks must be deterministic
+ * functions of the partition's database, the event and the handler's options (no wall clock, no randomness, no I/O
+ * outside the transaction): replaying the log must give the same state.
+ *
+ * Transactions. `apply` runs inside the batch transaction, within a savepoint of its own: when it returns anything but
+ * ESR_OK the host rolls back exactly what this event changed. Transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT),
+ * ATTACH and durability pragmas are the host's alone (an SQLite authorizer denies them while handler code runs, and
+ * nothing commits while it runs). When SQLite reports a storage failure (I/O error, full disk, out of memory) during a
+ * callback, the host ignores what the callback returned and retries the batch later: return an error status on such a
+ * failure, never ESR_OK.
+ *
+ * Events. The event's cJSON values (and anything an upcast adds to them) are valid during the callback only: they come
+ * from a per-event arena and must not be kept. `emit` works inside `apply` only.
+ *
+ * Statements. host->stmt caches one prepared statement per distinct SQL text per partition, for as long as the
+ * partition is open (never evicted): use a fixed set of SQL texts with bound parameters, never SQL built from values.
  */
 #ifndef ESR_HANDLER_H
 #define ESR_HANDLER_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -31,9 +66,15 @@ typedef struct sqlite3_stmt sqlite3_stmt;
 typedef struct cJSON cJSON;
 
 #define ESR_HANDLER_ABI_MAJOR 1
-#define ESR_HANDLER_ABI_MINOR 0
+#define ESR_HANDLER_ABI_MINOR 1
 #define ESR_HANDLER_ABI ((uint32_t)((ESR_HANDLER_ABI_MAJOR << 16) | ESR_HANDLER_ABI_MINOR))
 #define ESR_HANDLER_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
+#define ESR_HANDLER_ABI_MINOR_OF(v) ((uint32_t)(v)&0xffffu)
+
+/* Whether the struct `ptr` points to (it has a `struct_size` member) is long enough to hold `member`: test it before
+ * reading a member appended after 1.0. */
+#define ESR_HANDLER_HAS(ptr, member)                                                                                   \
+  ((ptr)->struct_size >= offsetof(__typeof__(*(ptr)), member) + sizeof((ptr)->member))
 
 /* Exports the ABI version the plugin was built against; the loader reads it before calling esr_handler_init. */
 #define ESR_HANDLER_DECLARE_ABI \
@@ -69,7 +110,8 @@ typedef struct esr_ctx esr_ctx;
 
 enum { ESR_LOG_DEBUG = 0, ESR_LOG_INFO = 1, ESR_LOG_WARN = 2, ESR_LOG_ERROR = 3 };
 
-/* The host's services. Append-only within a major ABI version; check struct_size before using a later member. */
+/* The host's services. Append-only within a major ABI version: check ESR_HANDLER_HAS(host, member) before using a
+ * member appended after 1.0. */
 typedef struct esr_host_api {
   size_t struct_size;
   uint32_t abi_version;
@@ -98,8 +140,14 @@ typedef struct esr_event_type {
   int max_version;
 } esr_event_type;
 
+/* A handler option: the configuration key handler.<stem>.<key> = value, given to init without the prefix. */
+typedef struct esr_handler_option {
+  const char *key;
+  const char *value;
+} esr_handler_option;
+
 typedef struct esr_handler {
-  size_t struct_size;   /* set by the host: the size it allocated */
+  size_t struct_size;   /* set by the host: how much of this struct both sides know (ESR_HANDLER_HAS) */
   uint32_t abi_version; /* set by the plugin: ESR_HANDLER_ABI */
   const char *name;     /* short identifier, [a-z0-9_]+, used for its tables' bookkeeping and in messages */
   const char *version;  /* the plugin's own version string, recorded with checkpoints */
@@ -117,7 +165,49 @@ typedef struct esr_handler {
   int (*upcast)(esr_ctx *ctx, cJSON *envelope, int from_version);
   /* Optional. Called once when the host unloads the plugin. */
   void (*fini)(void *user);
+
+  /* ---- appended in 1.1: set by the host before init, read them only when ESR_HANDLER_HAS(out, member) ---- */
+  const esr_handler_option *options; /* handler.<stem>.* keys of the configuration, terminated by a NULL key */
+  char *init_error;                  /* where init writes why it refuses (NUL-terminated, truncated to the cap) */
+  size_t init_error_cap;
 } esr_handler;
+
+/* The value of option `key` given to init, or NULL. */
+static inline const char *esr_handler_option_get(const esr_handler *h, const char *key) {
+  if (!ESR_HANDLER_HAS(h, options) || !h->options) return NULL;
+  for (const esr_handler_option *o = h->options; o->key; o++) {
+    const char *a = o->key, *b = key;
+    while (*a && *a == *b) a++, b++;
+    if (*a == *b) return o->value;
+  }
+  return NULL;
+}
+
+/* The first option given to init whose key is not in `known` (NULL-terminated), or NULL: refuse it by name. */
+static inline const char *esr_handler_unknown_option(const esr_handler *h, const char *const *known) {
+  if (!ESR_HANDLER_HAS(h, options) || !h->options) return NULL;
+  for (const esr_handler_option *o = h->options; o->key; o++) {
+    int found = 0;
+    for (const char *const *k = known; *k && !found; k++) {
+      const char *a = o->key, *b = *k;
+      while (*a && *a == *b) a++, b++;
+      found = *a == *b;
+    }
+    if (!found) return o->key;
+  }
+  return NULL;
+}
+
+/* Writes init's reason for refusing (printf format) where the host reads it; a no-op with a 1.0 host. */
+static inline void esr_handler_init_error(esr_handler *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static inline void esr_handler_init_error(esr_handler *h, const char *fmt, ...) {
+  if (!ESR_HANDLER_HAS(h, init_error_cap) || !h->init_error || !h->init_error_cap) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(h->init_error, h->init_error_cap, fmt, ap);
+  va_end(ap);
+}
 
 /* The entry point every plugin exports. */
 typedef int (*esr_handler_init_fn)(const esr_host_api *host, esr_handler *out);

@@ -6,6 +6,7 @@
 #ifndef ESR_REGISTRY_H
 #define ESR_REGISTRY_H
 
+#include "esr/config.h"
 #include "esr/loader.h"
 
 typedef struct esr_registry {
@@ -22,8 +23,11 @@ typedef struct esr_route {
 
 /* Takes ownership of `p` (also on failure). */
 esr_code esr_registry_add(esr_registry *r, esr_plugin *p, esr_error *err);
-/* Loads each path with `host` and adds it. */
-esr_code esr_registry_load(esr_registry *r, char *const *paths, size_t n, const esr_host_api *host, esr_error *err);
+/* Loads each path with `host` and adds it. `opts` are the handler options of the configuration, each key
+ * "<stem>.<key>" (from handler.<stem>.<key>): a plugin gets those of its stem (esr_plugin_stem); an option whose stem
+ * names no plugin is an ESR_E_CONFIG error. */
+esr_code esr_registry_load(esr_registry *r, char *const *paths, size_t n, const esr_host_api *host,
+                           const esr_kv *opts, size_t n_opts, esr_error *err);
 esr_route_result esr_registry_route(const esr_registry *r, const char *type, int version, esr_route *out);
 void esr_registry_clear(esr_registry *r);
 
