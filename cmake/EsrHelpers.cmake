@@ -1,16 +1,13 @@
-# esr_add_handler(NAME SOURCES ...): a handler plugin built as a module, output as <build>/handlers/<NAME>.so.
-# Plugins include only esr/handler.h and never link the host.
-function(esr_add_handler name)
-  cmake_parse_arguments(H "" "OUTPUT_DIR" "SOURCES;LIBS" ${ARGN})
-  if(NOT H_OUTPUT_DIR)
-    set(H_OUTPUT_DIR ${CMAKE_BINARY_DIR}/handlers)
-  endif()
-  add_library(${name} MODULE ${H_SOURCES})
-  set_target_properties(${name} PROPERTIES PREFIX "" LIBRARY_OUTPUT_DIRECTORY ${H_OUTPUT_DIR}
-                                           C_VISIBILITY_PRESET hidden)
-  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/runtime/include)
-  target_link_libraries(${name} PRIVATE PkgConfig::SQLITE3 PkgConfig::CJSON ${H_LIBS})
-endfunction()
+# Build helpers of esr's own tree. esr::handler here is the in-tree twin of the installed CMake package's target, so
+# that the reference handler and the test plugins are built exactly as a user's handler is (cmake/esrHandler.cmake).
+add_library(esr_handler_sdk INTERFACE)
+target_include_directories(esr_handler_sdk INTERFACE $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/runtime/include>)
+target_link_libraries(esr_handler_sdk INTERFACE PkgConfig::SQLITE3 PkgConfig::CJSON)
+add_library(esr::handler ALIAS esr_handler_sdk)
+include(${CMAKE_CURRENT_LIST_DIR}/esrHandler.cmake)
+
+# In this tree, plugins go to <build>/handlers unless an OUTPUT_DIR is given.
+set(CMAKE_LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/handlers)
 
 # esr_add_test(NAME SOURCES ... [LIBS ...] [LABELS ...] [TIMEOUT s]): one cmocka executable per test file.
 function(esr_add_test name)

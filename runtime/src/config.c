@@ -421,6 +421,11 @@ void esr_config_free(esr_config *cfg) {
     free(cfg->kafka[i].value);
   }
   free(cfg->kafka);
+  for (size_t i = 0; i < cfg->n_handler_opts; i++) {
+    free(cfg->handler_opts[i].key);
+    free(cfg->handler_opts[i].value);
+  }
+  free(cfg->handler_opts);
   free(cfg);
 }
 
@@ -451,29 +456,50 @@ static size_t distance(const char *a, const char *b) {
   return row[lb];
 }
 
-static esr_code set_kafka(esr_config *cfg, const char *name, const char *value, esr_error *err) {
-  for (size_t i = 0; i < cfg->n_kafka; i++) {
-    if (strcmp(cfg->kafka[i].key, name) == 0) {
+/* Sets `name` in a list of pass-through key/value pairs (librdkafka properties, handler options). */
+static esr_code set_kv(esr_kv **list, size_t *n, const char *name, const char *value, esr_error *err) {
+  for (size_t i = 0; i < *n; i++) {
+    if (strcmp((*list)[i].key, name) == 0) {
       char *v = xstrdup(value);
       if (!v) return esr_error_set(err, ESR_E_NOMEM, 0, "config: out of memory");
-      free(cfg->kafka[i].value);
-      cfg->kafka[i].value = v;
+      free((*list)[i].value);
+      (*list)[i].value = v;
       return ESR_E_OK;
     }
   }
-  esr_kv *grown = realloc(cfg->kafka, (cfg->n_kafka + 1) * sizeof *grown);
+  esr_kv *grown = realloc(*list, (*n + 1) * sizeof *grown);
   if (!grown) return esr_error_set(err, ESR_E_NOMEM, 0, "config: out of memory");
-  cfg->kafka = grown;
+  *list = grown;
   char *k = xstrdup(name), *v = xstrdup(value);
   if (!k || !v) {
     free(k);
     free(v);
     return esr_error_set(err, ESR_E_NOMEM, 0, "config: out of memory");
   }
-  cfg->kafka[cfg->n_kafka].key = k;
-  cfg->kafka[cfg->n_kafka].value = v;
-  cfg->n_kafka++;
+  (*list)[*n].key = k;
+  (*list)[*n].value = v;
+  (*n)++;
   return ESR_E_OK;
+}
+
+static esr_code set_kafka(esr_config *cfg, const char *name, const char *value, esr_error *err) {
+  return set_kv(&cfg->kafka, &cfg->n_kafka, name, value, err);
+}
+
+/* handler.<stem>.<key>: kept as "<stem>.<key>" for the registry, which hands each plugin those of its stem. The value
+ * is the handler's business (it may be a secret): never echoed. */
+static esr_code set_handler_option(esr_config *cfg, const char *name, const char *origin, const char *value,
+                                   esr_error *err) {
+  const char *dot = strchr(name, '.');
+  int ok = dot && dot > name && dot[1];
+  for (const char *c = name; ok && *c; c++)
+    ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || strchr("._-", *c);
+  if (!ok)
+    return esr_error_set(err, ESR_E_CONFIG, 0,
+                         "config: handler.%s (%s): a handler option is handler.<stem>.<key>, <stem> the plugin file's "
+                         "name without .so and <key> of [a-z0-9.], e.g. handler.ledger.v1.currency",
+                         name, origin);
+  return set_kv(&cfg->handler_opts, &cfg->n_handler_opts, name, value, err);
 }
 
 esr_code esr_config_set(esr_config *cfg, const char *key, const char *value, const char *origin, esr_error *err) {
@@ -481,6 +507,7 @@ esr_code esr_config_set(esr_config *cfg, const char *key, const char *value, con
     if (!key[6]) return esr_error_set(err, ESR_E_CONFIG, 0, "config: 'kafka.' needs a librdkafka property (%s)", origin);
     return set_kafka(cfg, key + 6, value, err);
   }
+  if (strncmp(key, "handler.", 8) == 0) return set_handler_option(cfg, key + 8, origin, value, err);
   const key_spec *spec = find_key(key);
   if (spec) return spec->set(cfg, key, value, origin, err);
   const char *best = NULL;
@@ -567,7 +594,7 @@ esr_code esr_config_apply_env(esr_config *cfg, char *const *envp, esr_error *err
     char key[256];
     env_to_key(*e, (size_t)(eq - *e), key, sizeof key);
     /* Only keys esr knows: other ESR_ variables (for tools and tests) are not configuration. */
-    if (strncmp(key, "kafka.", 6) != 0 && !find_key(key)) continue;
+    if (strncmp(key, "kafka.", 6) != 0 && strncmp(key, "handler.", 8) != 0 && !find_key(key)) continue;
     char origin[300];
     snprintf(origin, sizeof origin, "environment %.*s", (int)(eq - *e), *e);
     esr_code rc = esr_config_set(cfg, key, eq + 1, origin, err);

@@ -974,7 +974,8 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
     esr_error_prefix(err, "config: schemas.dir = %s", cfg->schemas_dir);
     goto fail;
   }
-  if ((rc = esr_registry_load(&w->registry, cfg->handlers, cfg->n_handlers, esr_host_api_table(), NULL, 0, err)) != ESR_E_OK)
+  if ((rc = esr_registry_load(&w->registry, cfg->handlers, cfg->n_handlers, esr_host_api_table(), cfg->handler_opts,
+                              cfg->n_handler_opts, err)) != ESR_E_OK)
     goto fail;
   if ((rc = lock_state_dir(w, err)) != ESR_E_OK) goto fail;
   if ((rc = esr_crash_record_open(cfg->state_dir, &w->last_crash, err)) != ESR_E_OK) goto fail;

@@ -3,7 +3,8 @@
  * A '#' starts a comment at the start of a line or after a blank ("a#b" is a value, "a #b" is "a").
  * Every esr key is declared once in a table (name, kind, default, help) that drives parsing, validation, environment
  * overrides (`state.dir` <-> ESR_STATE_DIR) and `esr run --help`. Keys starting with `kafka.` are kept verbatim (without
- * the prefix) for librdkafka, which validates them when the clients are built; ESR_KAFKA_FETCH_MAX_BYTES sets
+ * the prefix) for librdkafka, which validates them when the clients are built; keys `handler.<stem>.<key>` are
+ * options of the handler plugin whose file is <stem>.so, handed to its init (esr/handler.h), which validates them; ESR_KAFKA_FETCH_MAX_BYTES sets
  * kafka.fetch.max.bytes. An unknown key, a bad value or a missing required key is an ESR_E_CONFIG error whose message is
  * one line naming the key and how to fix it. The config owns all its strings; esr_config_free releases them.
  */
@@ -54,6 +55,8 @@ typedef struct esr_config {
   char *schemas_dir; /* JSON Schemas <type>.v<version>.json of the events' data, or NULL */
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
   size_t n_kafka;
+  esr_kv *handler_opts; /* handler options, key "<stem>.<key>" without "handler." (esr/registry.h) */
+  size_t n_handler_opts;
 } esr_config;
 
 /* A config holding the defaults. NULL only when out of memory. */
