@@ -1,6 +1,9 @@
-/* host.c — the services a handler reaches through esr_host_api while one of its callbacks runs. */
+/* host.c — the services a handler reaches through esr_host_api while one of its callbacks runs, and the wrappers every
+ * call into a plugin goes through. */
 #include "esr/host.h"
 
+#include <inttypes.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,5 +88,59 @@ void esr_ctx_init(esr_ctx *ctx, esr_store *store, const esr_plugin *plugin, cons
   ctx->phase = phase;
   ctx->offset = offset;
   ctx->emits = 0;
+  ctx->fault = 0;
   ctx->error[0] = '\0';
+}
+
+const char *esr_ctx_where(const esr_ctx *ctx, char *buf, size_t cap) {
+  char at[32] = "";
+  if (ctx->offset >= 0) snprintf(at, sizeof at, "@%" PRId64, ctx->offset);
+  snprintf(buf, cap, "handler %s, %s %s[%d]%s", ctx->plugin->handler.name, ctx->phase, esr_store_topic(ctx->store),
+           (int)esr_store_partition(ctx->store), at);
+  return buf;
+}
+
+/* ---- calls into a plugin: context, guard on, call, guard off, storage failure noted ---- */
+
+static void call_begin(esr_ctx *ctx, esr_store *s, const esr_plugin *pl, const char *phase, int64_t offset) {
+  esr_ctx_init(ctx, s, pl, phase, offset);
+  esr_store_guard(s, 1);
+}
+
+static int call_end(esr_ctx *ctx, int result) {
+  esr_store_guard(ctx->store, 0);
+  ctx->fault = esr_store_guard_fault(ctx->store);
+  return result;
+}
+
+int esr_call_migrate(esr_ctx *ctx, esr_store *s, const esr_plugin *pl, int from_version) {
+  call_begin(ctx, s, pl, "migrate", -1);
+  return call_end(ctx, pl->handler.migrate(ctx, from_version));
+}
+
+int esr_call_upcast(esr_ctx *ctx, esr_store *s, const esr_plugin *pl, int64_t offset, cJSON *envelope,
+                    int from_version) {
+  call_begin(ctx, s, pl, "upcast", offset);
+  return call_end(ctx, pl->handler.upcast(ctx, envelope, from_version));
+}
+
+int esr_call_apply(esr_ctx *ctx, esr_store *s, const esr_plugin *pl, const esr_event *ev) {
+  call_begin(ctx, s, pl, "apply", ev->offset);
+  return call_end(ctx, pl->handler.apply(ctx, ev));
+}
+
+esr_code esr_call_storage(const esr_ctx *ctx, esr_error *err) {
+  char where[400];
+  if (ctx->fault)
+    return esr_error_set(err,
+                         (ctx->fault & 0xff) == SQLITE_CORRUPT || ctx->fault == SQLITE_NOTADB ? ESR_E_CORRUPT
+                                                                                               : ESR_E_SQLITE,
+                         ctx->fault, "%s: the storage failed under the handler (%s); rolled back, to be retried",
+                         esr_ctx_where(ctx, where, sizeof where), sqlite3_errstr(ctx->fault));
+  sqlite3 *db = esr_store_db(ctx->store);
+  if (esr_store_in_batch(ctx->store) && sqlite3_get_autocommit(db))
+    return esr_error_set(err, ESR_E_SQLITE, sqlite3_extended_errcode(db),
+                         "%s: the transaction was rolled back under the handler (%s); rolled back, to be retried",
+                         esr_ctx_where(ctx, where, sizeof where), sqlite3_errmsg(db));
+  return ESR_E_OK;
 }

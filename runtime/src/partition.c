@@ -77,18 +77,6 @@ const char *esr_partition_stopped(const esr_partition *p) { return p->stopped; }
 int esr_partition_commit_due(const esr_partition *p) { return p->commit_due || esr_guard_careful(p->guard); }
 int esr_partition_in_flight(const esr_partition *p) { return p->in_flight; }
 
-/* A storage failure under a handler callback (esr_store_guard_fault): the handler's verdict is void and the batch is
- * lost (retried, or the database rebuilt when it is corrupt), never the event dead-lettered. */
-static esr_code storage_failed(esr_partition *p, int fault, const char *handler, const char *phase, int64_t offset,
-                               esr_error *err) {
-  char at[32] = "";
-  if (offset >= 0) snprintf(at, sizeof at, "@%" PRId64, offset);
-  return esr_error_set(err, (fault & 0xff) == SQLITE_CORRUPT || fault == SQLITE_NOTADB ? ESR_E_CORRUPT : ESR_E_SQLITE,
-                       fault, "handler %s, %s %s[%d]%s: the storage failed under the handler (%s); rolled back, to "
-                       "be retried", handler, phase, esr_store_topic(p->store), (int)esr_store_partition(p->store), at,
-                       sqlite3_errstr(fault));
-}
-
 static esr_code migrate_all(esr_partition *p, esr_error *err) {
   const esr_registry *reg = p->env->registry;
   for (size_t i = 0; i < reg->n; i++) {
@@ -105,13 +93,10 @@ static esr_code migrate_all(esr_partition *p, esr_error *err) {
     if (have == h->schema_version) continue;
     if ((rc = esr_store_begin(p->store, err)) != ESR_E_OK) return rc;
     esr_ctx ctx;
-    esr_ctx_init(&ctx, p->store, pl, "migrate", -1);
-    esr_store_guard(p->store, 1);
-    int hr = h->migrate(&ctx, have);
-    esr_store_guard(p->store, 0);
-    if (esr_store_guard_fault(p->store)) {
+    int hr = esr_call_migrate(&ctx, p->store, pl, have);
+    if ((rc = esr_call_storage(&ctx, err)) != ESR_E_OK) {
       esr_store_rollback(p->store, NULL);
-      return storage_failed(p, esr_store_guard_fault(p->store), h->name, "migrate", -1, err);
+      return rc;
     }
     if (hr != ESR_OK) {
       esr_store_rollback(p->store, NULL);
@@ -267,11 +252,8 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
   if (rc != ESR_E_OK) return rc;
   if (env->version < route.claim->max_version && h->upcast) {
     int from = env->version;
-    esr_ctx_init(&ctx, s, route.plugin, "upcast", m->offset);
-    esr_store_guard(s, 1);
-    int ur = h->upcast(&ctx, env->root, from);
-    esr_store_guard(s, 0);
-    if (esr_store_guard_fault(s)) return storage_failed(p, esr_store_guard_fault(s), h->name, "upcast", m->offset, err);
+    int ur = esr_call_upcast(&ctx, s, route.plugin, m->offset, env->root, from);
+    if ((rc = esr_call_storage(&ctx, err)) != ESR_E_OK) return rc;
     char why[200] = "";
     if (ur != ESR_OK)
       snprintf(msg, sizeof msg, "upcast of %s from version %d: %s", env->type, from,
@@ -313,16 +295,8 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
                   .time = env->time,
                   .envelope = env->root,
                   .data = env->data};
-  esr_ctx_init(&ctx, s, route.plugin, "apply", m->offset);
-  esr_store_guard(s, 1);
-  int hr = h->apply(&ctx, &ev);
-  esr_store_guard(s, 0);
-  if (esr_store_guard_fault(s)) return storage_failed(p, esr_store_guard_fault(s), h->name, "apply", m->offset, err);
-  if (sqlite3_get_autocommit(esr_store_db(s)))
-    return esr_error_set(err, ESR_E_SQLITE, sqlite3_extended_errcode(esr_store_db(s)),
-                         "handler %s, apply %s[%d]@%" PRId64 ": the transaction was rolled back under the handler "
-                         "(%s); the batch is lost and will be retried",
-                         h->name, ev.topic, (int)ev.partition, m->offset, sqlite3_errmsg(esr_store_db(s)));
+  int hr = esr_call_apply(&ctx, s, route.plugin, &ev);
+  if ((rc = esr_call_storage(&ctx, err)) != ESR_E_OK) return rc;
   if (hr == ESR_OK) {
     rc = esr_store_release(s, err);
     if (rc == ESR_E_OK) {
@@ -331,19 +305,15 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     }
     return rc;
   }
-  int ext = sqlite3_extended_errcode(esr_store_db(s));
-  if ((ext & 0xff) == SQLITE_CORRUPT || ext == SQLITE_NOTADB) /* not the event's fault: the database is damaged */
-    return esr_error_set(err, ESR_E_CORRUPT, ext, "handler %s, apply %s[%d]@%" PRId64 ": the database is corrupt (%s)",
-                         h->name, ev.topic, (int)ev.partition, m->offset, sqlite3_errmsg(esr_store_db(s)));
   if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
   const char *why = ctx.error[0] ? ctx.error : "(the handler gave no message)";
   if (hr == ESR_REJECT || hr == ESR_INVALID) {
     snprintf(msg, sizeof msg, "handler %s: %s", h->name, why);
     return dead_letter(p, m, hr == ESR_REJECT ? "rejected" : "invalid", msg, err);
   }
-  char stop[700];
-  snprintf(stop, sizeof stop, "handler %s, apply %s[%d]@%" PRId64 " (%s): %s%s", h->name, ev.topic, (int)ev.partition,
-           m->offset, env->type, hr == ESR_FATAL ? "fatal: " : "returned an unknown status: ", why);
+  char stop[700], where[400];
+  snprintf(stop, sizeof stop, "%s (%s): %s%s", esr_ctx_where(&ctx, where, sizeof where), env->type,
+           hr == ESR_FATAL ? "fatal: " : "returned an unknown status: ", why);
   free(p->stopped);
   p->stopped = strdup(stop);
   return esr_error_set(err, ESR_E_PLUGIN, hr, "%s", stop);
