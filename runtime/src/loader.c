@@ -4,7 +4,9 @@
 
 #include <cjson/cJSON.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,14 +46,35 @@ static esr_code check_handler(const esr_handler *h, const char *path, esr_error 
   return ESR_E_OK;
 }
 
-/* The libraries a plugin must share with the host, each by a few of its functions: the host's own addresses against
- * what the symbol resolves to from the plugin's handle (the plugin itself first, then its dependencies). */
+/* The libraries a plugin must share with the host, each probed by a few of its functions. A plugin uses the host's
+ * instance when each symbol, looked up from the plugin's own handle (the plugin first, then its dependencies), lands
+ * in an object the process had loaded before the plugin: the host's library. It lands in the plugin itself when the
+ * plugin carries a copy (libsqlite3.a), and in a newly loaded object when it links another soname. (Comparing
+ * addresses with the host's instead would be fooled by an interposer such as an LD_PRELOAD library.) */
 typedef struct shared_symbol {
   const char *library, *symbol;
-  void *host;
+  void *host; /* the host's own: it also makes sure the host has the library loaded */
 } shared_symbol;
 
-static esr_code check_libraries(void *dl, const char *path, esr_error *err) {
+typedef struct loaded_set {
+  uintptr_t v[512];
+  int n;
+} loaded_set;
+
+static int note_loaded(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  loaded_set *set = arg;
+  if (set->n < (int)(sizeof set->v / sizeof *set->v)) set->v[set->n++] = (uintptr_t)info->dlpi_addr;
+  return 0;
+}
+
+static int was_loaded(const loaded_set *set, uintptr_t base) {
+  for (int i = 0; i < set->n; i++)
+    if (set->v[i] == base) return 1;
+  return 0;
+}
+
+static esr_code check_libraries(void *dl, const loaded_set *before, const char *path, esr_error *err) {
   const shared_symbol want[] = {
       {"SQLite (libsqlite3)", "sqlite3_open_v2", (void *)sqlite3_open_v2},
       {"SQLite (libsqlite3)", "sqlite3_step", (void *)sqlite3_step},
@@ -61,16 +84,19 @@ static esr_code check_libraries(void *dl, const char *path, esr_error *err) {
       {"cJSON (libcjson)", "cJSON_AddStringToObject", (void *)cJSON_AddStringToObject},
   };
   for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
-    dlerror();
     void *theirs = dlsym(dl, want[i].symbol);
-    if (!theirs || theirs == want[i].host) continue; /* not used, or the host's own instance */
-    Dl_info in_theirs, in_host;
-    const char *where = dladdr(theirs, &in_theirs) && in_theirs.dli_fname ? in_theirs.dli_fname : "an unknown object";
+    if (!theirs || theirs == want[i].host) continue; /* not used (or a hidden copy: undetectable), or the host's */
+    Dl_info info;
+    struct link_map *lm = NULL;
+    if (!dladdr1(theirs, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm) continue;
+    if (was_loaded(before, (uintptr_t)lm->l_addr)) continue; /* the host's own instance */
+    const char *where = info.dli_fname && *info.dli_fname ? info.dli_fname : "an unknown object";
+    Dl_info in_host;
     const char *host = dladdr(want[i].host, &in_host) && in_host.dli_fname ? in_host.dli_fname : "the host";
     return esr_error_set(err, ESR_E_PLUGIN, 0,
-                         "handler %s: its %s is not the host's: %s resolves to %s, the host's to %s (a static copy or "
-                         "another soname); link the plugin against the system's shared library (pkg-config sqlite3 "
-                         "libcjson, or esr::handler in CMake)",
+                         "handler %s: its %s is not the host's: %s resolves to %s, the host's to %s (a static copy "
+                         "or another soname); link the plugin against the system's shared library (pkg-config "
+                         "sqlite3 libcjson, or esr::handler in CMake)",
                          path, want[i].library, want[i].symbol, strcmp(where, path) == 0 ? "the plugin itself" : where,
                          host);
   }
@@ -84,6 +110,8 @@ esr_plugin *esr_plugin_load(const char *path, const esr_host_api *host, const es
     esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
     goto fail;
   }
+  loaded_set before = {.n = 0};
+  dl_iterate_phdr(note_loaded, &before); /* what the host had loaded: its SQLite and cJSON among them */
   /* RTLD_LOCAL: two plugins may define the same symbols; RTLD_NOW: missing symbols fail here, not mid-batch. */
   p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!p->dl) {
@@ -117,7 +145,7 @@ esr_plugin *esr_plugin_load(const char *path, const esr_host_api *host, const es
                   ESR_HANDLER_ABI_MINOR);
     goto fail;
   }
-  if (check_libraries(p->dl, path, err) != ESR_E_OK) goto fail;
+  if (check_libraries(p->dl, &before, path, err) != ESR_E_OK) goto fail;
   static const esr_handler_option none[] = {{NULL, NULL}};
   char why[512] = "";
   p->handler.struct_size = sizeof p->handler;

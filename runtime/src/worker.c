@@ -1,4 +1,6 @@
-/* worker.c — the `esr run` process: assignment (group or static) on the main thread, application on apply threads.
+/* worker.c — the `esr run` process: the consumer, the apply threads, the state directory's lock, the main loop and
+ * shutdown; assignment (group or static) on the main thread (assign.c), application on apply threads (applier.c,
+ * slot.c). See worker_int.h for how the parts fit.
  *
  * Threads. The main thread owns the consumer handle: it serves rebalance callbacks and consumer-wide errors in
  * rd_kafka_consumer_poll. Each apply thread ("applier") owns a set of partitions and alone touches their SQLite
@@ -12,13 +14,9 @@
  * The main thread talks to appliers with control requests (open, close, drain, rewind, exit) and waits for them: a
  * partition is released only after its owner committed its batch.
  */
-#include "esr/worker.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,808 +24,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "esr/checkpointer.h"
 #include "esr/clock.h"
-#include "esr/crashguard.h"
 #include "esr/host.h"
 #include "esr/json_arena.h"
 #include "esr/kafka.h"
 #include "esr/log.h"
-#include "esr/partition.h"
-#include "esr/recovery.h"
+#include "worker_int.h"
 
-#define RETRY_BACKOFF_MS 1000
-#define RETRY_BACKOFF_MAX_MS 30000
-#define TICK_MS 20
-#define IDLE_MS 5 /* no message for this long while batches are open: commit them */
-#define ROUND 512 /* messages applied between two looks at batches, outbox and requests */
-#define STATS_MS 10000
-#define REVOKE_FLUSH_MS 5000
-#define SHUTDOWN_FLUSH_MS 10000
-#define RELEASE_CHECKPOINT_MS 120000
-
-typedef struct applier applier;
-
-typedef struct slot {
-  esr_partition *p;
-  int32_t partition;
-  size_t topic;
-  uint32_t gen;
-  int paused;       /* stopped for good (gap, fatal handler) or waiting for retry_at */
-  int64_t retry_at; /* 0: stopped for good */
-  int64_t cp_offset, cp_at; /* the last checkpoint asked for: at which offset, when (esr_now_ms) */
-  int64_t replay_end;       /* log end seen by recovery: "caught up" is logged once the partition reaches it */
-  int64_t replay_from, replay_started;
-  esr_verify_ticket *verify; /* the live database's integrity check under way: outbox and checkpoints wait for it */
-  int64_t backoff_ms;        /* the next retry's delay after a lost batch: doubles up to RETRY_BACKOFF_MAX_MS */
-  int corrupt;               /* the database is damaged: rebuilt by the next tick, never while in use */
-  char corrupt_why[400];
-} slot;
-
-typedef struct topic_slots {
-  rd_kafka_topic_t *rkt; /* as seen on messages, to find the topic without strcmp */
-  slot **by_partition;
-  size_t cap;
-} topic_slots;
-
-typedef enum ctl_kind { CTL_OPEN, CTL_CLOSE, CTL_DRAIN, CTL_REWIND, CTL_EXIT } ctl_kind;
-
-/* A request from the main thread to an applier; `done` is set under the applier's mutex. */
-typedef struct ctl {
-  ctl_kind kind;
-  size_t topic;
-  int32_t partition;
-  int64_t offset; /* CTL_OPEN: where the partition starts; -1 when it could not be opened */
-  int done;
-  struct ctl *next;
-} ctl;
-
-struct applier {
-  esr_worker *w;
-  int index;
-  pthread_t thread;
-  int started;
-  rd_kafka_queue_t *queue;
-  esr_publisher *pub;
-  esr_partition_env env;
-  esr_cpstore *store; /* the remote checkpoint store, for recovery on this thread */
-  esr_recovery_env recovery;
-  topic_slots *topics;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  ctl *head, *tail;
-  ctl bcast; /* the request broadcast() sends: no allocation, so a broadcast cannot fail */
-  int owned; /* partitions owned; changed by the main thread only */
-  int draining;
-  int exit;
-  int open_batches;
-  _Atomic int ctl_pending; /* the main thread queued a request: end the round */
-  _Atomic int64_t consumed;
-};
-
-struct esr_worker {
-  const esr_config *cfg;
-  esr_registry registry;
-  rd_kafka_t *rk;
-  esr_checkpointer *checkpointer;
-  char cp_dir[4096];
-  esr_crash_record last_crash; /* how the previous process died, if a fatal signal was recorded */
-  esr_schema_set *schemas;
-  int crash_record_open;
-  applier *appliers;
-  int n_appliers;
-  int **owner; /* owner[topic][partition]: applier index or -1; main thread only */
-  size_t *owner_cap;
-  int lock_fd;
-  int group;        /* group mode */
-  int commit_kafka; /* store offsets in Kafka (a group.id is set) */
-  _Atomic uint32_t next_gen;
-  _Atomic int fatal;
-  pthread_mutex_t fatal_mu;
-  esr_error fatal_err;
-  int64_t consumed_at_last_stats, last_stats;
-};
-
-static void set_fatal(esr_worker *w, const esr_error *err) {
+void esr__worker_fatal(esr_worker *w, const esr_error *err) {
   pthread_mutex_lock(&w->fatal_mu);
   if (!atomic_load(&w->fatal)) w->fatal_err = *err;
   atomic_store(&w->fatal, 1);
   pthread_mutex_unlock(&w->fatal_mu);
 }
 
-/* ---- applier side: everything below runs on the applier's thread, except where said ---- */
-
-static slot *find_slot(applier *a, size_t t, int32_t partition) {
-  topic_slots *ts = &a->topics[t];
-  if (partition < 0 || (size_t)partition >= ts->cap) return NULL;
-  return ts->by_partition[partition];
-}
-
-static int topic_index(const esr_worker *w, const char *name) {
+int esr__worker_topic_index(const esr_worker *w, const char *name) {
   for (size_t t = 0; t < w->cfg->n_topics; t++)
     if (strcmp(w->cfg->topics[t], name) == 0) return (int)t;
   return -1;
-}
-
-static slot *slot_of_message(applier *a, const rd_kafka_message_t *m) {
-  size_t n = a->w->cfg->n_topics;
-  for (size_t t = 0; t < n; t++)
-    if (a->topics[t].rkt == m->rkt) return find_slot(a, t, m->partition);
-  int t = topic_index(a->w, rd_kafka_topic_name(m->rkt));
-  if (t < 0) return NULL;
-  a->topics[t].rkt = m->rkt;
-  return find_slot(a, (size_t)t, m->partition);
-}
-
-static const char *tname(const applier *a, const slot *s) { return a->w->cfg->topics[s->topic]; }
-
-static uint64_t sink_of(const slot *s) {
-  return ((uint64_t)s->topic << 48) | ((uint64_t)(uint32_t)s->partition << 16) | (s->gen & 0xffff);
-}
-
-static void on_delivery(void *opaque, uint64_t sink, int64_t seq, int ok, const char *error) {
-  applier *a = opaque;
-  size_t t = (size_t)(sink >> 48);
-  int32_t partition = (int32_t)((sink >> 16) & 0xffffffff);
-  if (t >= a->w->cfg->n_topics) return;
-  slot *s = find_slot(a, t, partition);
-  if (!s || (s->gen & 0xffff) != (sink & 0xffff)) return; /* the partition moved on; its next owner resends */
-  if (!ok)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: outbox row %" PRId64 " not delivered: %s; it will be sent again",
-            tname(a, s), (int)partition, seq, error);
-  esr_partition_delivered(s->p, seq, ok);
-}
-
-static rd_kafka_topic_partition_list_t *one_partition(const applier *a, const slot *s, int64_t offset) {
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, tname(a, s), s->partition)->offset = offset;
-  return l;
-}
-
-/* Stops consuming a partition: for good (retry_in < 0) or until a retry that rewinds to the stored position. */
-static void pause_slot(applier *a, slot *s, int64_t retry_in) {
-  rd_kafka_topic_partition_list_t *l = one_partition(a, s, RD_KAFKA_OFFSET_INVALID);
-  rd_kafka_pause_partitions(a->w->rk, l);
-  rd_kafka_topic_partition_list_destroy(l);
-  s->paused = 1;
-  s->retry_at = retry_in < 0 ? 0 : esr_now_ms() + retry_in;
-}
-
-/* After a lost batch: resume and seek back to the last committed position. The seek's version barrier makes
- * librdkafka drop messages fetched before it. */
-static void resume_slot(applier *a, slot *s) {
-  int64_t next = esr_partition_next_offset(s->p);
-  rd_kafka_topic_partition_list_t *l = one_partition(a, s, next);
-  rd_kafka_resume_partitions(a->w->rk, l);
-  rd_kafka_error_t *e = rd_kafka_seek_partitions(a->w->rk, l, 5000);
-  if (!e && l->elems[0].err) e = rd_kafka_error_new(l->elems[0].err, "%s", rd_kafka_err2str(l->elems[0].err));
-  rd_kafka_topic_partition_list_destroy(l);
-  if (e) {
-    esr_log(ESR_LOG_WARN, "worker", "%s[%d]: seek to %" PRId64 " failed: %s; retrying", tname(a, s),
-            (int)s->partition, next, rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-    pause_slot(a, s, RETRY_BACKOFF_MS);
-    return;
-  }
-  esr_log(ESR_LOG_INFO, "worker", "%s[%d]: resuming at offset %" PRId64, tname(a, s), (int)s->partition, next);
-  s->paused = 0;
-  s->retry_at = 0;
-}
-
-/* A batch was rolled back by a store error. The slot stays valid for the caller: a damaged database is only marked
- * here and rebuilt by the next tick (rebuild_slot frees the slot); any other error pauses the partition and retries
- * from the stored position, with a growing delay while the error persists (a full disk). */
-static void lost_batch(applier *a, slot *s, const esr_error *err) {
-  pause_slot(a, s, -1);
-  if (err->code == ESR_E_CORRUPT) { /* the database itself is damaged: retrying cannot help, the ladder can */
-    esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: the database is damaged (%s); rebuilding it from the recovery ladder",
-            tname(a, s), (int)s->partition, err->msg);
-    if (!s->corrupt) snprintf(s->corrupt_why, sizeof s->corrupt_why, "%s", err->msg);
-    s->corrupt = 1;
-    return;
-  }
-  int64_t delay = s->backoff_ms > 0 ? s->backoff_ms : RETRY_BACKOFF_MS;
-  s->backoff_ms = delay * 2 > RETRY_BACKOFF_MAX_MS ? RETRY_BACKOFF_MAX_MS : delay * 2;
-  esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: batch rolled back (%s: %s); rewinding to offset %" PRId64 " in %" PRId64
-          " ms", tname(a, s), (int)s->partition, esr_code_name(err->code), err->msg, esr_partition_next_offset(s->p),
-          delay);
-  pause_slot(a, s, delay);
-}
-
-static void commit_slot(applier *a, slot *s) {
-  if (!esr_partition_batch_events(s->p)) return;
-  esr_error err;
-  if (esr_partition_commit(s->p, &err) != ESR_E_OK) {
-    lost_batch(a, s, &err);
-    return;
-  }
-  s->backoff_ms = 0;
-  if (a->w->commit_kafka) {
-    rd_kafka_topic_partition_list_t *l = one_partition(a, s, esr_partition_next_offset(s->p));
-    if (a->w->cfg->offsets_commit_sync)
-      rd_kafka_commit(a->w->rk, l, 0);
-    else
-      rd_kafka_offsets_store(a->w->rk, l); /* committed in the background, coalesced; fails harmlessly mid-revoke */
-    rd_kafka_topic_partition_list_destroy(l);
-  }
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", tname(a, s), (int)s->partition, err.msg);
-  int64_t next = esr_partition_next_offset(s->p);
-  if (s->replay_end < 0) { /* not asked at assignment: librdkafka's cached high watermark, once fetching began */
-    int64_t lo = -1, hi = -1;
-    if (rd_kafka_get_watermark_offsets(a->w->rk, tname(a, s), s->partition, &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        hi >= 0)
-      s->replay_end = hi > s->replay_from ? hi : 0;
-  }
-  if (s->replay_end > 0 && next >= s->replay_end) {
-    int64_t ms = esr_now_ms() - s->replay_started;
-    esr_log(ESR_LOG_INFO, "worker", "%s[%d]: caught up with the log seen at assignment: replayed %" PRId64
-            " events in %" PRId64 " ms", tname(a, s), (int)s->partition, next - s->replay_from, ms);
-    s->replay_end = 0;
-  }
-  const esr_config *cfg = a->w->cfg;
-  if (!s->verify && cfg->checkpoint_interval_events > 0 && next - s->cp_offset >= cfg->checkpoint_interval_events) {
-    esr_checkpointer_request(a->w->checkpointer, tname(a, s), s->partition);
-    s->cp_offset = next;
-    s->cp_at = esr_now_ms();
-  }
-}
-
-/* A changed partition whose last checkpoint is older than checkpoint.interval.ms gets one (called from tick). */
-static void checkpoint_if_old(applier *a, slot *s, int64_t now) {
-  const esr_config *cfg = a->w->cfg;
-  int64_t next = esr_partition_committed(s->p)->next_offset;
-  if (!s->verify && cfg->checkpoint_interval_ms > 0 && next > s->cp_offset &&
-      now - s->cp_at >= cfg->checkpoint_interval_ms) {
-    esr_checkpointer_request(a->w->checkpointer, tname(a, s), s->partition);
-    s->cp_offset = next;
-    s->cp_at = now;
-  }
-}
-
-static void stop_slot(applier *a, slot *s, const char *why) {
-  esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: partition stopped: %s", tname(a, s), (int)s->partition, why);
-  pause_slot(a, s, -1);
-}
-
-/* Opens the partition; returns the offset to start at, or -1 when it cannot be served. */
-static int64_t open_slot(applier *a, size_t t, int32_t partition) {
-  topic_slots *ts = &a->topics[t];
-  if ((size_t)partition >= ts->cap) {
-    size_t cap = (size_t)partition + 16;
-    slot **g = realloc(ts->by_partition, cap * sizeof *g);
-    if (!g) goto nomem;
-    memset(g + ts->cap, 0, (cap - ts->cap) * sizeof *g);
-    ts->by_partition = g;
-    ts->cap = cap;
-  }
-  if (ts->by_partition[partition]) return esr_partition_next_offset(ts->by_partition[partition]->p);
-  slot *s = calloc(1, sizeof *s);
-  if (!s) goto nomem;
-  s->topic = t;
-  s->partition = partition;
-  s->gen = atomic_fetch_add(&a->w->next_gen, 1) + 1;
-  const char *topic = a->w->cfg->topics[t];
-  esr_error err;
-  int64_t t0 = esr_now_ms();
-  esr_recovery_result rr;
-  if (esr_recover(&a->recovery, topic, partition, &rr, &err) != ESR_E_OK) {
-    esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: partition stopped: %s", topic, (int)partition, err.msg);
-    free(s);
-    return -1;
-  }
-  esr_code orc = esr_partition_open(&a->env, topic, partition, sink_of(s), &s->p, &err);
-  esr_recovery_result_release(&rr); /* after the store's open, which found the WAL index built */
-  if (orc != ESR_E_OK) {
-    esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: cannot open the partition, not consuming it: %s", topic, (int)partition,
-            err.msg);
-    free(s);
-    return -1;
-  }
-  ts->by_partition[partition] = s;
-  const esr_position *pos = esr_partition_committed(s->p);
-  int64_t now = esr_now_ms();
-  s->cp_offset = pos->next_offset;
-  s->cp_at = now;
-  s->replay_from = pos->next_offset;
-  s->replay_started = now;
-  s->replay_end = rr.log_end < 0 ? -1 : rr.log_end > pos->next_offset ? rr.log_end : 0; /* -1: learn it later */
-  char behind[64] = "";
-  if (rr.log_end >= 0) snprintf(behind, sizeof behind, "; %" PRId64 " events to replay", rr.log_end - pos->next_offset);
-  if (rr.step == ESR_RECOVERY_LIVE && a->w->cfg->recovery_quick_check &&
-      (s->verify = esr_checkpointer_verify(a->w->checkpointer, topic, partition)))
-    esr_partition_hold(s->p, 1); /* nothing from this database leaves the process before its check passes */
-  esr_log(ESR_LOG_INFO, "worker",
-          "%s[%d]: assigned; resuming at offset %" PRId64 " (%" PRId64 " applied, %" PRId64
-          " dead-lettered so far; apply thread %d; opened in %" PRId64 " ms); recovery: %s in %" PRId64 " ms%s%s%s",
-          topic, (int)partition, pos->next_offset, pos->applied, pos->dead, a->index, now - t0,
-          esr_recovery_step_name(rr.step), rr.elapsed_ms, behind, rr.detail[0] ? "; " : "", rr.detail);
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", topic, (int)partition, err.msg);
-  return pos->next_offset;
-nomem:
-  esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: out of memory: not consuming the partition", a->w->cfg->topics[t],
-          (int)partition);
-  return -1;
-}
-
-/* Commits, waits a bounded time for the partition's outbox deliveries, deletes what was acknowledged, closes. */
-static void close_slot(applier *a, slot *s) {
-  esr_error err;
-  commit_slot(a, s);
-  esr_partition_rollback(s->p); /* a batch that could not commit is redone by the next owner */
-  int64_t next = esr_partition_committed(s->p)->next_offset;
-  if (a->w->cfg->checkpoint_on_release && !s->verify && !s->corrupt && next > s->cp_offset && next > 0) {
-    /* The next owner climbs the recovery ladder: leave it the newest state, so it replays (almost) nothing. */
-    int64_t at = -1;
-    if (esr_checkpointer_now(a->w->checkpointer, tname(a, s), s->partition, RELEASE_CHECKPOINT_MS, &at, &err) !=
-        ESR_E_OK)
-      esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: no checkpoint at release: %s", tname(a, s), (int)s->partition,
-              err.msg);
-  }
-  int64_t deadline = esr_now_ms() + REVOKE_FLUSH_MS;
-  while (esr_partition_in_flight(s->p) > 0 && esr_now_ms() < deadline) esr_publisher_poll(a->pub, 50);
-  if (esr_partition_tick(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: %s", tname(a, s), (int)s->partition, err.msg);
-  esr_log(ESR_LOG_INFO, "worker", "%s[%d]: released at offset %" PRId64, tname(a, s), (int)s->partition,
-          esr_partition_committed(s->p)->next_offset);
-  int corrupt = s->corrupt;
-  size_t t = s->topic;
-  int32_t partition = s->partition;
-  a->topics[t].by_partition[partition] = NULL;
-  esr_verify_release(s->verify);
-  esr_partition_close(s->p);
-  free(s);
-  if (corrupt) { /* the next owner must not resume from it: it climbs the ladder from a checkpoint or the log */
-    char aside[4300];
-    esr_recovery_quarantine_live(a->w->cfg->state_dir, a->w->cfg->topics[t], partition, aside, sizeof aside);
-    esr_log(ESR_LOG_ERROR, "recovery", "%s[%d]: released with a damaged database: moved to %s",
-            a->w->cfg->topics[t], (int)partition, aside);
-  }
-}
-
-/* The live database is damaged (a failed background integrity check, or SQLite reported corruption): nothing derived
- * from what it applied since the restart left the process unchecked, so drop the open batch, move the database aside,
- * climb the ladder again and seek to where the rebuilt partition starts. Frees `s`: the caller must not use it after. */
-static void rebuild_slot(applier *a, slot *s, const char *reason) {
-  char why[400];
-  snprintf(why, sizeof why, "%s", reason); /* reason may live in the slot */
-  size_t t = s->topic;
-  int32_t partition = s->partition;
-  const char *topic = tname(a, s);
-  a->topics[t].by_partition[partition] = NULL;
-  esr_verify_release(s->verify);
-  esr_partition_close(s->p); /* rolls back the open batch */
-  free(s);
-  char aside[4300];
-  esr_recovery_quarantine_live(a->w->cfg->state_dir, topic, partition, aside, sizeof aside);
-  esr_log(ESR_LOG_ERROR, "recovery", "%s[%d]: the live database is damaged (%s): moved to %s; "
-          "rebuilding the partition from the recovery ladder", topic, (int)partition, why, aside);
-  int64_t off = open_slot(a, t, partition);
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, topic, partition)->offset = off >= 0 ? off : RD_KAFKA_OFFSET_INVALID;
-  if (off < 0) {
-    rd_kafka_pause_partitions(a->w->rk, l); /* refused: open_slot said why */
-  } else {
-    rd_kafka_resume_partitions(a->w->rk, l); /* it may have been paused by the batch the corruption broke */
-    rd_kafka_error_t *e = rd_kafka_seek_partitions(a->w->rk, l, 5000);
-    if (e) {
-      esr_log(ESR_LOG_ERROR, "recovery", "%s[%d]: seek to %" PRId64 " failed: %s", topic, (int)partition, off,
-              rd_kafka_error_string(e));
-      rd_kafka_error_destroy(e);
-      slot *n = find_slot(a, t, partition);
-      if (n) pause_slot(a, n, RETRY_BACKOFF_MS); /* the retry seeks again */
-    }
-  }
-  rd_kafka_topic_partition_list_destroy(l);
-}
-
-/* Takes the verdict of a background integrity check, if it came. */
-static void check_verdict(applier *a, slot *s) {
-  const char *msg;
-  int state = esr_verify_state(s->verify, &msg);
-  if (state == ESR_VERIFY_PENDING) return;
-  if (state == ESR_VERIFY_CORRUPT) {
-    char why[400];
-    snprintf(why, sizeof why, "failed its integrity check: %s", msg);
-    rebuild_slot(a, s, why);
-    return;
-  }
-  esr_verify_release(s->verify);
-  s->verify = NULL;
-  esr_partition_hold(s->p, 0);
-  esr_error err;
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", tname(a, s), (int)s->partition, err.msg);
-}
-
-/* The stored offset is not in the log: never skip, stop the partition and say what is missing. Either retention
- * deleted events before they were applied (the log starts after the state), or the state is ahead of the log (the
- * topic was deleted and recreated, or the state belongs to another cluster): the advice differs. */
-static void gap(applier *a, slot *s) {
-  int64_t lo = -1, hi = -1;
-  rd_kafka_query_watermark_offsets(a->w->rk, tname(a, s), s->partition, &lo, &hi, 5000);
-  int64_t need = esr_partition_next_offset(s->p);
-  char why[700];
-  if (hi >= 0 && need > hi)
-    snprintf(why, sizeof why,
-             "the state is ahead of the log: the state is at offset %" PRId64 " but the log ends at %" PRId64
-             " (it starts at %" PRId64 "). The topic was deleted and recreated, or this state belongs to another "
-             "cluster: point the worker at the cluster this state came from, or move %s/%s-%d.db aside to rebuild "
-             "the partition from this log",
-             need, hi, lo, a->w->cfg->state_dir, tname(a, s), (int)s->partition);
-  else
-    snprintf(why, sizeof why,
-             "the log no longer holds offset %" PRId64 " (needed to resume; the log now starts at %" PRId64
-             " and ends at %" PRId64 "): %" PRId64 " events were deleted by retention before they were applied. "
-             "Refusing to skip them: restore a checkpoint at offset >= %" PRId64 " into %s, or re-produce the events",
-             need, lo, hi, lo > need ? lo - need : 0, lo, a->w->cfg->state_dir);
-  stop_slot(a, s, why);
-}
-
-static void on_message(applier *a, rd_kafka_message_t *m) {
-  if (m->err) {
-    slot *s = m->rkt ? slot_of_message(a, m) : NULL;
-    if (s && !s->paused &&
-        (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE)) {
-      gap(a, s);
-      return;
-    }
-    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
-      char buf[512];
-      rd_kafka_fatal_error(a->w->rk, buf, sizeof buf);
-      esr_error e;
-      esr_error_set(&e, ESR_E_KAFKA, m->err, "fatal Kafka error: %s", buf);
-      set_fatal(a->w, &e);
-      return;
-    }
-    esr_log(ESR_LOG_WARN, "kafka", "consumer: %s%s%s", rd_kafka_message_errstr(m), m->rkt ? " on " : "",
-            m->rkt ? rd_kafka_topic_name(m->rkt) : "");
-    return;
-  }
-  slot *s = slot_of_message(a, m);
-  if (!s || s->paused) return; /* not ours any more, or stopped: it will be fetched again from the stored position */
-  esr_message em = {m->offset, m->key, m->key_len, m->payload, m->len};
-  esr_error err;
-  int was_open = esr_partition_batch_events(s->p) > 0;
-  esr_code rc = esr_partition_apply(s->p, &em, &err);
-  atomic_fetch_add_explicit(&a->consumed, 1, memory_order_relaxed);
-  if (rc == ESR_E_OK) {
-    if (!was_open && esr_partition_batch_events(s->p) > 0) a->open_batches++;
-    if (esr_partition_batch_events(s->p) >= a->w->cfg->batch_max_events || esr_partition_commit_due(s->p))
-      commit_slot(a, s);
-    return;
-  }
-  if (rc == ESR_E_PLUGIN) {
-    commit_slot(a, s); /* keep the events before the one the handler refused */
-    stop_slot(a, s, err.msg);
-    return;
-  }
-  lost_batch(a, s, &err);
-}
-
-#define FOR_EACH_SLOT(a, s)                                                                                            \
-  for (size_t t_ = 0; t_ < (a)->w->cfg->n_topics; t_++)                                                                \
-    for (size_t p_ = 0; p_ < (a)->topics[t_].cap; p_++)                                                                \
-      if (((s) = (a)->topics[t_].by_partition[p_]))
-
-/* Commits batches that are due, retries paused partitions, runs outbox housekeeping. Batching adapts to the load:
- * when the thread's queue is empty (idle: it keeps up with the log) every open batch is committed at once, so that a
- * quiet partition's events are durable within milliseconds; while a backlog waits, a batch may stay open up to 10 x
- * batch.max.ms so that it fills (one transaction per partition per batch.max.events: with many partitions per thread,
- * the plain age limit would commit batches of a few dozen events during a catch-up). */
-static void tick(applier *a, int64_t now, int idle) {
-  int open = 0;
-  slot *s;
-  int64_t max_age = a->w->cfg->batch_max_ms;
-  if (!idle && rd_kafka_queue_length(a->queue) >= (size_t)a->w->cfg->batch_max_events) max_age *= 10;
-  FOR_EACH_SLOT(a, s) {
-    if (s->corrupt) {
-      rebuild_slot(a, s, s->corrupt_why); /* here, where nothing else holds the slot */
-      continue;
-    }
-    if (s->verify) {
-      check_verdict(a, s);
-      if (!(s = a->topics[t_].by_partition[p_])) continue; /* rebuilt or refused */
-    }
-    if (s->paused) {
-      if (s->retry_at && now >= s->retry_at) resume_slot(a, s);
-      continue;
-    }
-    if (esr_partition_batch_events(s->p) > 0) {
-      if (idle || now - esr_partition_batch_started(s->p) >= max_age)
-        commit_slot(a, s);
-      else
-        open++;
-    }
-    esr_error err;
-    if (esr_partition_tick(s->p, &err) != ESR_E_OK) lost_batch(a, s, &err);
-    checkpoint_if_old(a, s, now);
-  }
-  a->open_batches = open;
-}
-
-/* Before shutdown: commit everything, publish the outbox (bounded), and stop applying. */
-static void drain(applier *a) {
-  slot *s;
-  FOR_EACH_SLOT(a, s) if (!s->paused) commit_slot(a, s);
-  int64_t deadline = esr_now_ms() + SHUTDOWN_FLUSH_MS;
-  for (;;) {
-    int in_flight = 0;
-    FOR_EACH_SLOT(a, s) in_flight += esr_partition_in_flight(s->p);
-    if (!in_flight || esr_now_ms() >= deadline) break;
-    esr_publisher_poll(a->pub, 50);
-  }
-  FOR_EACH_SLOT(a, s) {
-    esr_error err;
-    if (esr_partition_tick(s->p, &err) != ESR_E_OK)
-      esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: %s", tname(a, s), (int)s->partition, err.msg);
-  }
-  a->draining = 1;
-}
-
-static void serve_ctl(applier *a, ctl *c) {
-  slot *s;
-  switch (c->kind) {
-  case CTL_OPEN: c->offset = open_slot(a, c->topic, c->partition); break;
-  case CTL_CLOSE:
-    if ((s = find_slot(a, c->topic, c->partition))) close_slot(a, s);
-    break;
-  case CTL_REWIND:
-    if ((s = find_slot(a, c->topic, c->partition)) && !s->paused) {
-      esr_partition_rollback(s->p);
-      pause_slot(a, s, 0);
-    }
-    break;
-  case CTL_DRAIN: drain(a); break;
-  case CTL_EXIT: a->exit = 1; break;
-  }
-}
-
-static void serve_ctls(applier *a) {
-  pthread_mutex_lock(&a->mu);
-  ctl *c = a->head;
-  a->head = a->tail = NULL;
-  pthread_mutex_unlock(&a->mu);
-  while (c) {
-    ctl *next = c->next;
-    serve_ctl(a, c);
-    pthread_mutex_lock(&a->mu);
-    c->done = 1;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    c = next;
-  }
-}
-
-static void *applier_main(void *arg) {
-  applier *a = arg;
-  char name[16];
-  snprintf(name, sizeof name, "esr-apply-%d", a->index);
-  pthread_setname_np(pthread_self(), name); /* for top -H, perf, gdb */
-  esr_crash_thread_begin(); /* a stack overflow in a handler must still be recorded */
-  int64_t last_tick = esr_now_ms();
-  while (!a->exit) {
-    if (atomic_exchange(&a->ctl_pending, 0)) serve_ctls(a);
-    if (a->exit) break;
-    /* A round: wait for a first message, then take what is queued, up to ROUND messages or a request. */
-    int n = 0;
-    rd_kafka_message_t *m;
-    while (n < ROUND && !atomic_load_explicit(&a->ctl_pending, memory_order_relaxed) &&
-           (m = rd_kafka_consume_queue(a->queue, n ? 0 : a->open_batches ? IDLE_MS : 100))) {
-      if (!a->draining) on_message(a, m);
-      rd_kafka_message_destroy(m);
-      n++;
-    }
-    esr_publisher_poll(a->pub, 0);
-    int64_t now = esr_now_ms();
-    if (!a->draining && (now - last_tick >= TICK_MS || !n)) {
-      tick(a, now, !n); /* no message for IDLE_MS: the thread keeps up, commit what is open */
-      last_tick = now;
-    }
-  }
-  esr_crash_thread_end();
-  esr_json_arena_release();
-  return NULL;
-}
-
-/* ---- main thread side ---- */
-
-static void submit(applier *a, ctl *c) {
-  c->done = 0;
-  c->next = NULL;
-  pthread_mutex_lock(&a->mu);
-  if (a->tail)
-    a->tail->next = c;
-  else
-    a->head = c;
-  a->tail = c;
-  pthread_mutex_unlock(&a->mu);
-  atomic_store(&a->ctl_pending, 1);
-  rd_kafka_queue_yield(a->queue); /* wakes a wait in rd_kafka_consume_queue */
-}
-
-static void wait_done(applier *a, ctl *c) {
-  pthread_mutex_lock(&a->mu);
-  while (!c->done) pthread_cond_wait(&a->cv, &a->mu);
-  pthread_mutex_unlock(&a->mu);
-}
-
-/* Sends one request of `kind` to every applier and waits for all. Main thread only (it owns every `bcast`). */
-static void broadcast(esr_worker *w, ctl_kind kind) {
-  for (int i = 0; i < w->n_appliers; i++) {
-    if (!w->appliers[i].started) continue;
-    w->appliers[i].bcast = (ctl){.kind = kind};
-    submit(&w->appliers[i], &w->appliers[i].bcast);
-  }
-  for (int i = 0; i < w->n_appliers; i++)
-    if (w->appliers[i].started) wait_done(&w->appliers[i], &w->appliers[i].bcast);
-}
-
-static int *owner_ref(esr_worker *w, size_t t, int32_t p) {
-  if ((size_t)p >= w->owner_cap[t]) {
-    size_t cap = (size_t)p + 16;
-    int *g = realloc(w->owner[t], cap * sizeof *g);
-    if (!g) return NULL;
-    for (size_t i = w->owner_cap[t]; i < cap; i++) g[i] = -1;
-    w->owner[t] = g;
-    w->owner_cap[t] = cap;
-  }
-  return &w->owner[t][p];
-}
-
-static applier *least_loaded(esr_worker *w) {
-  applier *best = &w->appliers[0];
-  for (int i = 1; i < w->n_appliers; i++)
-    if (w->appliers[i].owned < best->owned) best = &w->appliers[i];
-  return best;
-}
-
-static void fail_nomem(esr_worker *w, const char *what) {
-  esr_error e;
-  esr_error_set(&e, ESR_E_NOMEM, 0, "out of memory while %s: stopping the worker rather than drop a partition", what);
-  set_fatal(w, &e);
-}
-
-/* Asks the partition's owner (chosen now when it has none) to open it; NULL when it cannot be asked. */
-static applier *request_open(esr_worker *w, const rd_kafka_topic_partition_t *tp, ctl *c) {
-  int t = topic_index(w, tp->topic);
-  if (t < 0) {
-    esr_log(ESR_LOG_ERROR, "worker", "%s[%d] was assigned but is not in topics: not consuming it", tp->topic,
-            (int)tp->partition);
-    return NULL;
-  }
-  int *owner = owner_ref(w, (size_t)t, tp->partition);
-  if (!owner) {
-    fail_nomem(w, "assigning a partition");
-    return NULL;
-  }
-  applier *a = *owner >= 0 ? &w->appliers[*owner] : least_loaded(w);
-  if (*owner < 0) {
-    a->owned++; /* counted now, so that the next partition of this list goes to the next least loaded thread */
-    *owner = a->index;
-  }
-  *c = (ctl){.kind = CTL_OPEN, .topic = (size_t)t, .partition = tp->partition};
-  submit(a, c);
-  return a;
-}
-
-/* Waits for an open request; adds the partition to `ok` at its start offset, or gives up its ownership. */
-static void finish_open(esr_worker *w, applier *a, ctl *c, const rd_kafka_topic_partition_t *tp,
-                        rd_kafka_topic_partition_list_t *ok) {
-  wait_done(a, c);
-  if (c->offset < 0) { /* not opened (the owner logged why): not owned */
-    a->owned--;
-    w->owner[c->topic][c->partition] = -1;
-    return;
-  }
-  rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(w->rk, tp->topic, tp->partition);
-  if (pq) {
-    rd_kafka_queue_forward(pq, a->queue);
-    rd_kafka_queue_destroy(pq);
-  }
-  rd_kafka_topic_partition_list_add(ok, tp->topic, tp->partition)->offset = c->offset;
-}
-
-/* Opens the listed partitions on their appliers (in parallel; one at a time when memory is short), forwards each
- * one's queue to its owner and returns the list to assign, each at its stored next offset. A partition that cannot be
- * opened is left out, and its owner logged why. */
-static rd_kafka_topic_partition_list_t *open_partitions(esr_worker *w, const rd_kafka_topic_partition_list_t *parts) {
-  rd_kafka_topic_partition_list_t *ok = rd_kafka_topic_partition_list_new(parts->cnt ? parts->cnt : 1);
-  ctl *cs = calloc((size_t)parts->cnt + 1, sizeof *cs);
-  applier **who = calloc((size_t)parts->cnt + 1, sizeof *who);
-  if (!cs || !who) {
-    for (int i = 0; i < parts->cnt; i++) {
-      ctl c;
-      applier *a = request_open(w, &parts->elems[i], &c);
-      if (a) finish_open(w, a, &c, &parts->elems[i], ok);
-    }
-  } else {
-    for (int i = 0; i < parts->cnt; i++) who[i] = request_open(w, &parts->elems[i], &cs[i]);
-    for (int i = 0; i < parts->cnt; i++)
-      if (who[i]) finish_open(w, who[i], &cs[i], &parts->elems[i], ok);
-  }
-  free(cs);
-  free(who);
-  return ok;
-}
-
-/* Asks the partition's owner to commit and close it; NULL when this worker does not own it. */
-static applier *request_close(esr_worker *w, const rd_kafka_topic_partition_t *tp, ctl *c) {
-  int t = topic_index(w, tp->topic);
-  if (t < 0 || (size_t)tp->partition >= w->owner_cap[t]) return NULL;
-  int *owner = &w->owner[t][tp->partition];
-  if (*owner < 0) return NULL;
-  applier *a = &w->appliers[*owner];
-  a->owned--;
-  *owner = -1;
-  *c = (ctl){.kind = CTL_CLOSE, .topic = (size_t)t, .partition = tp->partition};
-  submit(a, c);
-  return a;
-}
-
-/* Asks each partition's owner to commit and close it (in parallel; one at a time when memory is short), and waits. */
-static void close_partitions(esr_worker *w, const rd_kafka_topic_partition_list_t *parts) {
-  ctl *cs = calloc((size_t)parts->cnt + 1, sizeof *cs);
-  applier **who = calloc((size_t)parts->cnt + 1, sizeof *who);
-  if (!cs || !who) {
-    for (int i = 0; i < parts->cnt; i++) {
-      ctl c;
-      applier *a = request_close(w, &parts->elems[i], &c);
-      if (a) wait_done(a, &c);
-    }
-  } else {
-    for (int i = 0; i < parts->cnt; i++) who[i] = request_close(w, &parts->elems[i], &cs[i]);
-    for (int i = 0; i < parts->cnt; i++)
-      if (who[i]) wait_done(who[i], &cs[i]);
-  }
-  free(cs);
-  free(who);
-}
-
-/* Every partition some applier owns, as a list. */
-static rd_kafka_topic_partition_list_t *owned_partitions(esr_worker *w) {
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
-  for (size_t t = 0; t < w->cfg->n_topics; t++)
-    for (size_t p = 0; p < w->owner_cap[t]; p++)
-      if (w->owner[t][p] >= 0) rd_kafka_topic_partition_list_add(l, w->cfg->topics[t], (int32_t)p);
-  return l;
-}
-
-static void close_all(esr_worker *w) {
-  rd_kafka_topic_partition_list_t *l = owned_partitions(w);
-  close_partitions(w, l);
-  rd_kafka_topic_partition_list_destroy(l);
-}
-
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
-                         void *opaque) {
-  esr_worker *w = opaque;
-  int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-  rd_kafka_error_t *e = NULL;
-  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    rd_kafka_topic_partition_list_t *ok = open_partitions(w, parts);
-    if (cooperative)
-      e = rd_kafka_incremental_assign(rk, ok);
-    else
-      rd_kafka_assign(rk, ok);
-    rd_kafka_topic_partition_list_destroy(ok);
-  } else {
-    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-      close_partitions(w, parts);
-    } else {
-      esr_log(ESR_LOG_ERROR, "worker", "rebalance error: %s; releasing every partition", rd_kafka_err2str(err));
-      close_all(w);
-    }
-    if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-      e = rd_kafka_incremental_unassign(rk, parts);
-    else
-      rd_kafka_assign(rk, NULL);
-  }
-  if (e) {
-    esr_log(ESR_LOG_ERROR, "worker", "rebalance: %s", rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-  }
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -837,27 +51,10 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof buf);
     esr_error e;
     esr_error_set(&e, ESR_E_KAFKA, orig, "fatal Kafka error: %s", buf);
-    set_fatal(w, &e);
+    esr__worker_fatal(w, &e);
     return;
   }
   esr_log(ESR_LOG_WARN, "kafka", "%s: %s", rd_kafka_err2name(err), reason);
-}
-
-/* A message on the main queue means a partition's queue was not forwarded: never drop it silently (the applier
- * would take the next one for a legitimate gap), rewind its owner to the stored position instead. */
-static void stray_message(esr_worker *w, rd_kafka_message_t *m) {
-  if (m->err) {
-    esr_log(ESR_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
-    return;
-  }
-  int t = topic_index(w, rd_kafka_topic_name(m->rkt));
-  int owner = t >= 0 && (size_t)m->partition < w->owner_cap[t] ? w->owner[t][m->partition] : -1;
-  esr_log(ESR_LOG_ERROR, "worker", "%s[%d]@%" PRId64 " arrived on the main queue; rewinding the partition",
-          rd_kafka_topic_name(m->rkt), (int)m->partition, m->offset);
-  if (owner < 0) return;
-  ctl c = {.kind = CTL_REWIND, .topic = (size_t)t, .partition = m->partition};
-  submit(&w->appliers[owner], &c);
-  wait_done(&w->appliers[owner], &c);
 }
 
 static esr_code lock_state_dir(esr_worker *w, esr_error *err) {
@@ -877,63 +74,11 @@ static esr_code lock_state_dir(esr_worker *w, esr_error *err) {
   return ESR_E_OK;
 }
 
-static int log_bounds(void *arg, const char *topic, int32_t partition, int64_t *start, int64_t *end) {
+int esr__worker_log_bounds(void *arg, const char *topic, int32_t partition, int64_t *start, int64_t *end) {
   esr_worker *w = arg;
   return rd_kafka_query_watermark_offsets(w->rk, topic, partition, start, end, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR
              ? 0
              : -1;
-}
-
-static esr_code applier_init(esr_worker *w, applier *a, int index, esr_error *err) {
-  a->w = w;
-  a->index = index;
-  pthread_mutex_init(&a->mu, NULL);
-  pthread_cond_init(&a->cv, NULL);
-  if (!(a->topics = calloc(w->cfg->n_topics, sizeof *a->topics)))
-    return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-  if (!(a->pub = esr_publisher_new(w->cfg, on_delivery, a, err))) return err->code;
-  esr_publisher_warm(a->pub, w->cfg->dlq_topic);
-  if (w->cfg->checkpoint_store) {
-    esr_cpstore_opts so = {.endpoint = w->cfg->checkpoint_s3_endpoint, .region = w->cfg->checkpoint_s3_region};
-    esr_code rc = esr_cpstore_open(w->cfg->checkpoint_store, &so, &a->store, err);
-    if (rc != ESR_E_OK) return esr_error_prefix(err, "config: checkpoint.store");
-  }
-  a->recovery = (esr_recovery_env){.state_dir = w->cfg->state_dir,
-                                   .cp_dir = w->cp_dir,
-                                   .store = a->store,
-                                   .quick_check = 0, /* checked in the background: see check_verdict */
-                                   .bounds = log_bounds,
-                                   .bounds_arg = w};
-  a->env = (esr_partition_env){.registry = &w->registry,
-                               .publisher = a->pub,
-                               .state_dir = w->cfg->state_dir,
-                               .dlq_topic = w->cfg->dlq_topic,
-                               .store = {.cache_mb = w->cfg->sqlite_cache_mb},
-                               .max_crash_retries = w->cfg->max_crash_retries,
-                               .batch_max = w->cfg->batch_max_events,
-                               .last_crash = &w->last_crash,
-                               .schemas = w->schemas};
-  return ESR_E_OK;
-}
-
-static void applier_fini(esr_worker *w, applier *a) {
-  if (a->topics) {
-    for (size_t t = 0; t < w->cfg->n_topics; t++) {
-      for (size_t p = 0; p < a->topics[t].cap; p++) {
-        if (a->topics[t].by_partition[p]) {
-          esr_partition_close(a->topics[t].by_partition[p]->p);
-          free(a->topics[t].by_partition[p]);
-        }
-      }
-      free(a->topics[t].by_partition);
-    }
-    free(a->topics);
-  }
-  if (a->queue) rd_kafka_queue_destroy(a->queue);
-  esr_publisher_free(a->pub);
-  esr_cpstore_close(a->store);
-  pthread_mutex_destroy(&a->mu);
-  pthread_cond_destroy(&a->cv);
 }
 
 esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err) {
@@ -1006,7 +151,7 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
   }
   rd_kafka_conf_set_opaque(conf, w);
   rd_kafka_conf_set_error_cb(conf, error_cb);
-  if (w->group) rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+  if (w->group) rd_kafka_conf_set_rebalance_cb(conf, esr__assign_rebalance_cb);
   w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
   if (!w->rk) {
     rc = esr_error_set(err, ESR_E_CONFIG, 0, "cannot create the Kafka consumer: %s", errstr);
@@ -1016,9 +161,9 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
   rd_kafka_poll_set_consumer(w->rk); /* error and log callbacks are served by rd_kafka_consumer_poll */
   for (int i = 0; i < w->n_appliers; i++) {
     applier *a = &w->appliers[i];
-    if ((rc = applier_init(w, a, i, err)) != ESR_E_OK) goto fail;
+    if ((rc = esr__applier_init(w, a, i, err)) != ESR_E_OK) goto fail;
     a->queue = rd_kafka_queue_new(w->rk);
-    if (pthread_create(&a->thread, NULL, applier_main, a) != 0) {
+    if (pthread_create(&a->thread, NULL, esr__applier_main, a) != 0) {
       rc = esr_error_set(err, ESR_E_NOMEM, errno, "cannot start apply thread %d", i);
       goto fail;
     }
@@ -1035,11 +180,11 @@ fail:
 void esr_worker_free(esr_worker *w) {
   if (!w) return;
   if (w->appliers) {
-    broadcast(w, CTL_EXIT);
+    esr__assign_broadcast(w, CTL_EXIT);
     for (int i = 0; i < w->n_appliers; i++)
       if (w->appliers[i].started) pthread_join(w->appliers[i].thread, NULL);
     for (int i = 0; i < w->n_appliers; i++)
-      if (w->appliers[i].w) applier_fini(w, &w->appliers[i]);
+      if (w->appliers[i].w) esr__applier_fini(w, &w->appliers[i]);
     free(w->appliers);
   }
   esr_checkpointer_free(w->checkpointer);
@@ -1057,59 +202,14 @@ void esr_worker_free(esr_worker *w) {
   free(w);
 }
 
-/* Static assignment: the configured partitions of every topic, each at its stored offset. */
-static esr_code assign_static(esr_worker *w, esr_error *err) {
-  rd_kafka_topic_partition_list_t *want = rd_kafka_topic_partition_list_new(16);
-  esr_code rc = ESR_E_OK;
-  for (size_t t = 0; t < w->cfg->n_topics; t++) {
-    const char *name = w->cfg->topics[t];
-    int count;
-    if ((rc = esr_kafka_partition_count(w->rk, name, 10000, &count, err)) != ESR_E_OK) goto out;
-    for (size_t i = 0; i < w->cfg->n_partitions; i++) {
-      if (w->cfg->partitions[i] >= count) {
-        rc = esr_error_set(err, ESR_E_CONFIG, 0,
-                           "config: partitions: topic %s has %d partitions (0-%d); partition %d does not exist", name,
-                           count, count - 1, w->cfg->partitions[i]);
-        goto out;
-      }
-    }
-    int owned = 0;
-    for (int p = 0; p < count; p++) {
-      if (!esr_config_static_owns(w->cfg, p)) continue;
-      owned++;
-      rd_kafka_topic_partition_list_add(want, name, p);
-    }
-    if (!owned)
-      esr_log(ESR_LOG_WARN, "worker", "topic %s: instance %d/%d owns none of its %d partitions", name,
-              w->cfg->instance_index, w->cfg->instance_count, count);
-  }
-  rd_kafka_topic_partition_list_t *ok = open_partitions(w, want);
-  rd_kafka_resp_err_t e = rd_kafka_assign(w->rk, ok);
-  rd_kafka_topic_partition_list_destroy(ok);
-  if (e) rc = esr_error_set(err, ESR_E_KAFKA, e, "assign: %s", rd_kafka_err2str(e));
-out:
-  rd_kafka_topic_partition_list_destroy(want);
-  return rc;
-}
-
-static esr_code subscribe(esr_worker *w, esr_error *err) {
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)w->cfg->n_topics);
-  for (size_t t = 0; t < w->cfg->n_topics; t++)
-    rd_kafka_topic_partition_list_add(l, w->cfg->topics[t], RD_KAFKA_PARTITION_UA);
-  rd_kafka_resp_err_t e = rd_kafka_subscribe(w->rk, l);
-  rd_kafka_topic_partition_list_destroy(l);
-  if (e) return esr_error_set(err, ESR_E_KAFKA, e, "subscribe: %s", rd_kafka_err2str(e));
-  return ESR_E_OK;
-}
-
 static void shutdown_worker(esr_worker *w) {
   esr_log(ESR_LOG_INFO, "worker", "stopping: committing open batches and publishing the outbox");
-  broadcast(w, CTL_DRAIN);
+  esr__assign_broadcast(w, CTL_DRAIN);
   if (w->group) {
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(w->rk); /* revokes: each partition closed by its owner */
     if (e) esr_log(ESR_LOG_WARN, "worker", "closing the consumer: %s", rd_kafka_err2str(e));
   }
-  close_all(w);
+  esr__assign_close_all(w);
   if (!w->group) rd_kafka_consumer_close(w->rk);
 }
 
@@ -1132,13 +232,13 @@ esr_code esr_worker_run(esr_worker *w, volatile sig_atomic_t *stop, esr_error *e
   esr_log(ESR_LOG_INFO, "worker",
           "esr %s starting: %zu topic(s), %zu handler(s), %s assignment, %d apply thread(s), state.dir %s",
           ESR_VERSION, cfg->n_topics, w->registry.n, w->group ? "group" : "static", w->n_appliers, cfg->state_dir);
-  esr_code rc = w->group ? subscribe(w, err) : assign_static(w, err);
+  esr_code rc = w->group ? esr__assign_subscribe(w, err) : esr__assign_static(w, err);
   if (rc != ESR_E_OK) return rc;
   w->last_stats = esr_now_ms();
   while (!*stop && !atomic_load(&w->fatal)) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 100);
     if (m) {
-      stray_message(w, m);
+      esr__assign_stray(w, m);
       rd_kafka_message_destroy(m);
     }
     log_stats(w, esr_now_ms());
