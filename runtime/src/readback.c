@@ -1,0 +1,278 @@
+/* readback.c — read one partition from an offset to the end it had when the read began (manual assignment, partition
+ * EOF events to know where the end is even when the last offsets are invisible to read_committed). */
+#include "esr/readback.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "esr/clock.h"
+#include "esr/kafka.h"
+
+struct esr_readback {
+  rd_kafka_t *rk;
+};
+
+/* Failures that a client outlives (librdkafka retries them): a read waits them out, up to its timeout. */
+static int transient(rd_kafka_resp_err_t e) {
+  switch (e) {
+  case RD_KAFKA_RESP_ERR__TRANSPORT:
+  case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+  case RD_KAFKA_RESP_ERR__RESOLVE:
+  case RD_KAFKA_RESP_ERR__TIMED_OUT:
+  case RD_KAFKA_RESP_ERR__WAIT_COORD:
+  case RD_KAFKA_RESP_ERR__NODE_UPDATE:
+  case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+  case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+  case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+  case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+  case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+  case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+  case RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR:
+  case RD_KAFKA_RESP_ERR_FETCH_SESSION_ID_NOT_FOUND:
+  case RD_KAFKA_RESP_ERR_INVALID_FETCH_SESSION_EPOCH:
+  case RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE:
+  case RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH:
+  case RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH: return 1;
+  default: return 0;
+  }
+}
+
+static int unknown(rd_kafka_resp_err_t e) {
+  return e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+         e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+}
+
+int esr_readback_unknown(const esr_error *err) {
+  return err && err->code == ESR_E_KAFKA && err->lib_code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+}
+
+esr_readback *esr_readback_new(const esr_config *cfg, esr_error *err) {
+  char errstr[512];
+  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, err);
+  if (!conf) return NULL;
+  /* librdkafka's assign API needs a group id; the reader never joins it and never commits. The partition EOF events
+   * tell where the end is when the last offsets are transaction markers or aborted messages, which read_committed
+   * never delivers. */
+  static const char *const settings[][2] = {
+      {"group.id", "esr-readback"}, {"enable.auto.commit", "false"}, {"enable.partition.eof", "true"}};
+  for (size_t i = 0; i < sizeof settings / sizeof *settings; i++) {
+    if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+      esr_error_set(err, ESR_E_CONFIG, 0, "read-back consumer: %s: %s", settings[i][0], errstr);
+      rd_kafka_conf_destroy(conf);
+      return NULL;
+    }
+  }
+  esr_readback *rb = calloc(1, sizeof *rb);
+  if (!rb) {
+    rd_kafka_conf_destroy(conf);
+    esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    return NULL;
+  }
+  if (!(rb->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr))) {
+    rd_kafka_conf_destroy(conf);
+    free(rb);
+    esr_error_set(err, ESR_E_CONFIG, 0, "cannot create a Kafka consumer: %s", errstr);
+    return NULL;
+  }
+  return rb;
+}
+
+void esr_readback_free(esr_readback *rb) {
+  if (!rb) return;
+  rd_kafka_consumer_close(rb->rk);
+  rd_kafka_destroy(rb->rk);
+  free(rb);
+}
+
+esr_code esr_readback_partition_count(esr_readback *rb, const char *topic, int timeout_ms, int *count,
+                                      esr_error *err) {
+  return esr_kafka_partition_count(rb->rk, topic, timeout_ms > 0 ? timeout_ms : ESR_READBACK_TIMEOUT_MS, count, err);
+}
+
+static void pause_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* One ListOffsets answer: RD_KAFKA_OFFSET_BEGINNING (-2) asks for the log start, RD_KAFKA_OFFSET_END (-1) for the end
+ * (under read_committed, the last stable offset). rd_kafka_offsets_for_times, not rd_kafka_query_watermark_offsets:
+ * in librdkafka 2.0.2 the latter waits for its request without looking at its timeout, and with the broker down it
+ * never returned (measured: over 12 minutes with a 3 s timeout). */
+static rd_kafka_resp_err_t list_offset(esr_readback *rb, const esr_readback_range *r, int64_t which, int timeout_ms,
+                                       int64_t *out) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, r->topic, r->partition)->offset = which;
+  rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rb->rk, l, timeout_ms);
+  if (!e) e = l->elems[0].err;
+  if (!e && l->elems[0].offset < 0) e = RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE;
+  *out = l->elems[0].offset;
+  rd_kafka_topic_partition_list_destroy(l);
+  return e;
+}
+
+/* The partition's log start and end, transient failures retried until the deadline. */
+static esr_code watermarks(esr_readback *rb, const esr_readback_range *r, int64_t deadline, int64_t *lo, int64_t *hi,
+                           esr_error *err) {
+  for (;;) {
+    int64_t left = deadline - esr_now_ms();
+    rd_kafka_resp_err_t e = list_offset(rb, r, RD_KAFKA_OFFSET_BEGINNING, left > 0 ? (int)left : 1, lo);
+    if (!e) {
+      left = deadline - esr_now_ms();
+      e = list_offset(rb, r, RD_KAFKA_OFFSET_END, left > 0 ? (int)left : 1, hi);
+    }
+    if (!e) return ESR_E_OK;
+    if (unknown(e))
+      return esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "%s[%" PRId32 "]: %s",
+                           r->topic, r->partition, rd_kafka_err2str(e));
+    if (!transient(e) || esr_now_ms() >= deadline)
+      return esr_error_set(err, ESR_E_KAFKA, transient(e) ? RD_KAFKA_RESP_ERR__TIMED_OUT : e,
+                           "%s[%" PRId32 "]: cannot read the log start and end: %s", r->topic, r->partition,
+                           rd_kafka_err2str(e));
+    pause_ms(100);
+  }
+}
+
+static esr_code assign_at(esr_readback *rb, const esr_readback_range *r, int64_t offset, esr_error *err) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  if (!l) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  rd_kafka_topic_partition_list_add(l, r->topic, r->partition)->offset = offset;
+  rd_kafka_resp_err_t e = rd_kafka_assign(rb->rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    return esr_error_set(err, ESR_E_KAFKA, e, "%s[%" PRId32 "]: assign: %s", r->topic, r->partition,
+                         rd_kafka_err2str(e));
+  return ESR_E_OK;
+}
+
+static int ours(const rd_kafka_message_t *m, const esr_readback_range *r) {
+  return m->rkt && m->partition == r->partition && strcmp(rd_kafka_topic_name(m->rkt), r->topic) == 0;
+}
+
+esr_code esr_readback_scan(esr_readback *rb, const esr_readback_range *r, esr_readback_fn fn, void *arg,
+                           esr_readback_result *res, esr_error *err) {
+  esr_readback_result local;
+  if (!res) res = &local;
+  memset(res, 0, sizeof *res);
+  int timeout = r->timeout_ms > 0 ? r->timeout_ms : ESR_READBACK_TIMEOUT_MS;
+  int64_t deadline = esr_now_ms() + timeout, lo, hi;
+  rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
+  esr_code rc = watermarks(rb, r, deadline, &lo, &hi, err);
+  if (rc != ESR_E_OK) return rc;
+  int64_t start = r->start > 0 ? r->start : 0;
+  res->log_start = lo;
+  res->end = r->end >= 0 && r->end < hi ? r->end : hi;
+  res->from = start > lo ? start : lo;
+  res->truncated = start < lo;
+  if (res->from >= res->end) return ESR_E_OK;
+  if ((rc = assign_at(rb, r, res->from, err)) != ESR_E_OK) return rc;
+
+  int64_t pos = res->from; /* the next offset to read */
+  while (pos < res->end) {
+    int64_t now = esr_now_ms();
+    if (now >= deadline) {
+      rc = esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR__TIMED_OUT,
+                         "%s[%" PRId32 "]: nothing read for %d ms at offset %" PRId64 " of [%" PRId64 ", %" PRId64
+                         ")%s%s",
+                         r->topic, r->partition, timeout, pos, res->from, res->end, last ? ": " : "",
+                         last ? rd_kafka_err2str(last) : "");
+      goto out;
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rb->rk, deadline - now < 100 ? (int)(deadline - now) : 100);
+    if (!m) continue;
+    if (m->err) {
+      rd_kafka_resp_err_t e = m->err;
+      int64_t at = m->offset;
+      int mine = ours(m, r);
+      rd_kafka_message_destroy(m);
+      if (e == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        if (mine && at >= res->end) break;
+        continue;
+      }
+      if (mine && (e == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || e == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE)) {
+        /* Retention deleted the offsets ahead of the read while it ran: go on from the new log start. */
+        if ((rc = watermarks(rb, r, deadline, &lo, &hi, err)) != ESR_E_OK) goto out;
+        res->log_start = lo;
+        if (lo <= pos) {
+          rc = esr_error_set(err, ESR_E_KAFKA, e, "%s[%" PRId32 "]: offset %" PRId64 " out of range [%" PRId64
+                                                  ", %" PRId64 ")",
+                             r->topic, r->partition, pos, lo, hi);
+          goto out;
+        }
+        res->truncated = 1;
+        pos = lo;
+        if (pos >= res->end) break;
+        if ((rc = assign_at(rb, r, pos, err)) != ESR_E_OK) goto out;
+        deadline = esr_now_ms() + timeout;
+        continue;
+      }
+      if (mine && unknown(e)) {
+        rc = esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "%s[%" PRId32 "]: %s", r->topic,
+                           r->partition, rd_kafka_err2str(e));
+        goto out;
+      }
+      if (mine && !transient(e)) {
+        rc = esr_error_set(err, ESR_E_KAFKA, e, "%s[%" PRId32 "]: reading at %" PRId64 ": %s", r->topic,
+                           r->partition, pos, rd_kafka_err2str(e));
+        goto out;
+      }
+      last = e; /* a broker or the group coordinator unreachable: librdkafka retries; the deadline bounds the wait */
+      continue;
+    }
+    if (!ours(m, r) || m->offset < pos) { /* left over from an earlier assignment */
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    if (m->offset >= res->end) {
+      rd_kafka_message_destroy(m);
+      break;
+    }
+    pos = m->offset + 1;
+    res->read++;
+    deadline = esr_now_ms() + timeout;
+    rc = fn ? fn(arg, m, err) : ESR_E_OK;
+    rd_kafka_message_destroy(m);
+    if (rc != ESR_E_OK) goto out;
+  }
+  rc = ESR_E_OK;
+out:
+  rd_kafka_assign(rb->rk, NULL);
+  /* librdkafka drops what was fetched for an old assignment; drain anyway so the next read starts clean. */
+  for (rd_kafka_message_t *m; (m = rd_kafka_consumer_poll(rb->rk, 0));) rd_kafka_message_destroy(m);
+  return rc;
+}
+
+typedef struct collector {
+  const char *header, *prefix;
+  size_t prefix_len;
+  esr_strset *into;
+  esr_readback_result *res;
+} collector;
+
+static esr_code collect_one(void *arg, const rd_kafka_message_t *m, esr_error *err) {
+  collector *c = arg;
+  rd_kafka_headers_t *h = NULL;
+  if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR || !h) return ESR_E_OK;
+  const void *v;
+  size_t len;
+  for (size_t i = 0; rd_kafka_header_get(h, i, c->header, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
+    if (!v || len < c->prefix_len || memcmp(v, c->prefix, c->prefix_len) != 0) continue;
+    c->res->collected++;
+    esr_code rc = esr_strset_add(c->into, v, len, NULL, err);
+    if (rc != ESR_E_OK) {
+      esr_error_prefix(err, "%s[%" PRId32 "] at offset %" PRId64, rd_kafka_topic_name(m->rkt), m->partition,
+                       m->offset);
+      return rc;
+    }
+  }
+  return ESR_E_OK;
+}
+
+esr_code esr_readback_collect(esr_readback *rb, const esr_readback_range *r, const char *header, const char *prefix,
+                              esr_strset *into, esr_readback_result *res, esr_error *err) {
+  esr_readback_result local;
+  if (!res) res = &local;
+  collector c = {header, prefix ? prefix : "", prefix ? strlen(prefix) : 0, into, res};
+  return esr_readback_scan(rb, r, collect_one, &c, res, err);
+}
