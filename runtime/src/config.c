@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef esr_code (*setter_fn)(esr_config *cfg, const char *key, const char *value, const char *origin,
                               esr_error *err);
@@ -19,6 +20,8 @@ typedef struct key_spec {
   const char *help;
 } key_spec;
 
+static const key_spec *find_key(const char *key);
+
 static char *xstrdup(const char *s) {
   size_t n = strlen(s) + 1;
   char *p = malloc(n);
@@ -26,10 +29,18 @@ static char *xstrdup(const char *s) {
   return p;
 }
 
+/* A key's value as a message may quote it: never the value of a key that may hold a secret. */
+static const char *shown_value(const char *key, const char *value, char *buf, size_t cap) {
+  if (esr_config_key_is_secret(key)) return "(value not shown: the key may hold a secret)";
+  snprintf(buf, cap, "'%s'", value);
+  return buf;
+}
+
 static esr_code bad(esr_error *err, const char *key, const char *origin, const char *value, const char *what,
                     const char *example) {
-  return esr_error_set(err, ESR_E_CONFIG, 0, "config: %s = '%s' (%s): %s; for example: %s = %s", key, value, origin,
-                       what, key, example);
+  char buf[300];
+  return esr_error_set(err, ESR_E_CONFIG, 0, "config: %s = %s (%s): %s; for example: %s = %s", key,
+                       shown_value(key, value, buf, sizeof buf), origin, what, key, example);
 }
 
 static void free_list(char **list, size_t n) {
@@ -424,6 +435,48 @@ void esr_config_free(esr_config *cfg) {
   free(cfg);
 }
 
+int esr_config_key_is_secret(const char *key) {
+  if (!key) return 1;
+  if (strncmp(key, "handler.", 8) == 0) return 1;
+  if (strncmp(key, "kafka.", 6) == 0) {
+    /* librdkafka's secrets: sasl.password, ssl.key.password, ssl.keystore.password, ssl.key.pem,
+     * sasl.oauthbearer.client.secret, sasl.oauthbearer.config (it may carry a client secret or extensions). */
+    static const char *const words[] = {"password", "secret", "key", "token", "credential", "oauthbearer.config",
+                                        NULL};
+    for (int i = 0; words[i]; i++)
+      if (strcasestr(key + 6, words[i])) return 1;
+    return 0;
+  }
+  return find_key(key) == NULL; /* esr's own keys hold no secrets; a key esr does not know might */
+}
+
+#define MASK "***"
+void esr_config_mask(char *text, size_t cap, const char *secret) {
+  if (!text || !secret || cap < sizeof MASK) return;
+  size_t n = strlen(secret), m = strlen(MASK);
+  if (!n) return;
+  for (char *p = strstr(text, secret); p; p = strstr(p + m, secret)) {
+    size_t at = (size_t)(p - text), tail = strlen(p + n);
+    if (at + m + 1 > cap) { /* not even the mask fits: end the text here */
+      *p = '\0';
+      return;
+    }
+    if (at + m + tail + 1 > cap) tail = cap - 1 - at - m;
+    memmove(p + m, p + n, tail);
+    p[m + tail] = '\0';
+    memcpy(p, MASK, m);
+  }
+}
+
+void esr_config_redact(const esr_config *cfg, char *text, size_t cap) {
+  if (!cfg || !text || cap < sizeof MASK) return;
+  char key[300];
+  for (size_t i = 0; i < cfg->n_kafka; i++) {
+    snprintf(key, sizeof key, "kafka.%s", cfg->kafka[i].key);
+    if (esr_config_key_is_secret(key)) esr_config_mask(text, cap, cfg->kafka[i].value);
+  }
+}
+
 static const key_spec *find_key(const char *key) {
   for (size_t i = 0; i < N_KEYS; i++)
     if (strcmp(KEYS[i].name, key) == 0) return &KEYS[i];
@@ -431,7 +484,7 @@ static const key_spec *find_key(const char *key) {
 }
 
 /* Levenshtein distance, for "did you mean". */
-static size_t distance(const char *a, const char *b) {
+size_t esr_config_key_distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   if (la > 64 || lb > 64) return 99;
   size_t row[65];
@@ -486,7 +539,7 @@ esr_code esr_config_set(esr_config *cfg, const char *key, const char *value, con
   const char *best = NULL;
   size_t best_d = 4;
   for (size_t i = 0; i < N_KEYS; i++) {
-    size_t d = distance(key, KEYS[i].name);
+    size_t d = esr_config_key_distance(key, KEYS[i].name);
     if (d < best_d) {
       best_d = d;
       best = KEYS[i].name;
@@ -534,8 +587,11 @@ esr_code esr_config_load_file(esr_config *cfg, const char *path, esr_error *err)
     char *s = trim(line);
     if (!*s) continue;
     char *eq = strchr(s, '=');
-    if (!eq) {
-      rc = esr_error_set(err, ESR_E_CONFIG, 0, "config: '%s' (%s) is not 'key = value'", s, origin);
+    if (!eq) { /* not quoted: a line that lost its '=' may hold a secret */
+      rc = esr_error_set(err, ESR_E_CONFIG, 0,
+                         "config: line %s is not 'key = value' (its text is not shown: it may hold a secret); write "
+                         "it as key = value, or start it with '#'",
+                         origin);
       break;
     }
     *eq = '\0';
