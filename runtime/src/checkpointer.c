@@ -1,18 +1,23 @@
 /* checkpointer.c — a thread that writes, prunes and uploads partition checkpoints, one job at a time. */
 #include "esr/checkpointer.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "esr/checkpoint.h"
 #include "esr/clock.h"
+#include "esr/cplister.h"
 #include "esr/log.h"
 #include "esr/recovery.h"
 #include "esr/store.h"
@@ -49,6 +54,8 @@ struct esr_checkpointer {
   esr_checkpointer_opts opts;
   char *state_dir, *cp_dir;
   esr_cpstore *store;
+  esr_cplister *lister; /* the store's listings for recovery, or NULL */
+  int users_fd;         /* shared lock on <cp_dir>/.esr-users.lock while this checkpointer writes there */
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv; /* jobs queued, a job done, stop */
@@ -153,11 +160,37 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
+/* Temporary files of writers killed mid-way (a SIGKILL during a checkpoint, a download or a restore) are removed
+ * when no other writer can be using them: every checkpointer holds a shared lock on the checkpoint directory while
+ * it lives, and the one that can take it exclusively at start is alone there (the state directory is locked by
+ * its worker). Then it keeps a shared lock, so that a worker starting later on the same directory does not sweep. */
+static void sweep_temporaries(esr_checkpointer *c) {
+  char path[4200];
+  if (mkdir(c->cp_dir, 0755) != 0 && errno != EEXIST) return; /* the first checkpoint will say why */
+  snprintf(path, sizeof path, "%s/.esr-users.lock", c->cp_dir);
+  c->users_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (c->users_fd < 0) return;
+  if (flock(c->users_fd, LOCK_EX | LOCK_NB) == 0) {
+    int n = 0;
+    esr_error e = {0};
+    if (esr_checkpoint_sweep(c->cp_dir, c->state_dir, &n, &e) != ESR_E_OK)
+      esr_log(ESR_LOG_WARN, "checkpoint", "removing temporary files left by a killed worker: %s", e.msg);
+    else if (n > 0)
+      esr_log(ESR_LOG_INFO, "checkpoint", "removed %d temporary files left by a killed worker in %s", n, c->cp_dir);
+  } else {
+    esr_log(ESR_LOG_DEBUG, "checkpoint", "%s is in use by another worker: its temporary files are left alone",
+            c->cp_dir);
+  }
+  while (flock(c->users_fd, LOCK_SH) != 0 && errno == EINTR) {
+  }
+}
+
 esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointer **out, esr_error *err) {
   *out = NULL;
   esr_checkpointer *c = calloc(1, sizeof *c);
   if (!c) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
   c->opts = *opts;
+  c->users_fd = -1;
   if (c->opts.keep < 1) c->opts.keep = 1;
   c->state_dir = strdup(opts->state_dir);
   c->cp_dir = strdup(opts->cp_dir);
@@ -168,10 +201,37 @@ esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointe
     rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
     goto fail;
   }
-  if (opts->store_url && (rc = esr_cpstore_open(opts->store_url, &opts->store_opts, &c->store, err)) != ESR_E_OK) {
-    esr_error_prefix(err, "config: checkpoint.store");
-    goto fail;
+  if (opts->store_url) {
+    esr_cpstore_opts so = opts->store_opts;
+    so.cancel = cancelled; /* a stopping worker does not wait for an unreachable store's retries */
+    so.cancel_arg = c;
+    if ((rc = esr_cpstore_open(opts->store_url, &so, &c->store, err)) != ESR_E_OK) {
+      esr_error_prefix(err, "config: checkpoint.store");
+      goto fail;
+    }
+    /* A store that cannot work is the configuration's to fix, now; one that cannot be reached now is retried. */
+    esr_error e = {0};
+    esr_code crc = esr_cpstore_check(c->store, &e);
+    if (crc == ESR_E_CONFIG || crc == ESR_E_NOMEM) {
+      rc = crc;
+      if (err) *err = e;
+      esr_error_prefix(err, "config: checkpoint.store = %s", opts->store_url);
+      goto fail;
+    }
+    if (crc != ESR_E_OK)
+      esr_log(ESR_LOG_WARN, "checkpoint",
+              "the checkpoint store cannot be reached now (%s): checkpoints are kept locally, uploads and recovery "
+              "retry it",
+              e.msg);
+    if (opts->lister_threads > 0 &&
+        (rc = esr_cplister_new(opts->store_url, &opts->store_opts, opts->lister_threads, &c->lister, err)) !=
+            ESR_E_OK) {
+      esr_error_prefix(err, "config: checkpoint.store");
+      goto fail;
+    }
+    if (crc != ESR_E_OK && c->lister) esr_cplister_mark_down(c->lister); /* no partition waits for it */
   }
+  sweep_temporaries(c);
   if (pthread_create(&c->thread, NULL, thread_main, c) != 0) {
     rc = esr_error_set(err, ESR_E_NOMEM, 0, "cannot start the checkpoint thread");
     goto fail;
@@ -179,7 +239,9 @@ esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointe
   *out = c;
   return ESR_E_OK;
 fail:
+  esr_cplister_free(c->lister);
   esr_cpstore_close(c->store);
+  if (c->users_fd >= 0) close(c->users_fd);
   free(c->state_dir);
   free(c->cp_dir);
   pthread_mutex_destroy(&c->mu);
@@ -200,7 +262,9 @@ void esr_checkpointer_free(esr_checkpointer *c) {
     n = j->next;
     if (!j->waited) job_free(j); /* waited jobs belong to their waiters, who are gone by now */
   }
+  esr_cplister_free(c->lister);
   esr_cpstore_close(c->store);
+  if (c->users_fd >= 0) close(c->users_fd);
   free(c->state_dir);
   free(c->cp_dir);
   pthread_mutex_destroy(&c->mu);
@@ -277,6 +341,8 @@ esr_code esr_checkpointer_now(esr_checkpointer *c, const char *topic, int32_t pa
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
+
+esr_cplister *esr_checkpointer_lister(esr_checkpointer *c) { return c ? c->lister : NULL; }
 
 esr_verify_ticket *esr_checkpointer_verify(esr_checkpointer *c, const char *topic, int32_t partition) {
   esr_verify_ticket *t = calloc(1, sizeof *t);

@@ -248,6 +248,20 @@ static esr_code set_recovery_check(esr_config *cfg, const char *key, const char 
   return ESR_E_OK;
 }
 
+static esr_code set_store_wait(esr_config *cfg, const char *key, const char *value, const char *origin,
+                             esr_error *err) {
+  if (parse_int(value, 0, 600000, &cfg->recovery_store_wait_ms))
+    return bad(err, key, origin, value, "expected milliseconds in 0..600000", "500");
+  return ESR_E_OK;
+}
+
+static esr_code set_store_wait_cold(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                  esr_error *err) {
+  if (parse_int(value, 0, 3600000, &cfg->recovery_store_wait_cold_ms))
+    return bad(err, key, origin, value, "expected milliseconds in 0..3600000", "30000");
+  return ESR_E_OK;
+}
+
 static esr_code set_crash_retries(esr_config *cfg, const char *key, const char *value, const char *origin,
                                   esr_error *err) {
   if (parse_int(value, 0, 100, &cfg->max_crash_retries))
@@ -385,6 +399,12 @@ static const key_spec KEYS[] = {
     {"checkpoint.s3.region", set_cp_region, 0, NULL, "eu-west-1", "S3 region; default $AWS_REGION, else us-east-1"},
     {"recovery.check", set_recovery_check, 0, "quick", "quick",
      "quick: PRAGMA quick_check of a live database before resuming from it (a corrupt one is moved aside); none"},
+    {"recovery.store.wait.ms", set_store_wait, 0, "500", "500",
+     "how long a partition with a valid local state (live database or local checkpoint) waits for the remote "
+     "store's listing before it resumes without it (not at all while the store is known to be down)"},
+    {"recovery.store.wait.cold.ms", set_store_wait_cold, 0, "30000", "30000",
+     "how long a partition without local state waits for the remote store's listing (from the start of its "
+     "recovery, and of the store's outage) before it goes on without it"},
     {"schemas.dir", set_schemas_dir, 0, NULL, "/etc/esr/schemas",
      "JSON Schemas (draft-07) of the events' data, <type>.v<version>.json; data that fails goes to the dead-letter "
      "topic with reason schema"},
@@ -411,6 +431,8 @@ esr_config *esr_config_new(void) {
   cfg->checkpoint_keep = 3;
   cfg->checkpoint_on_release = 1;
   cfg->recovery_quick_check = 1;
+  cfg->recovery_store_wait_ms = 500;
+  cfg->recovery_store_wait_cold_ms = 30000;
   cfg->max_crash_retries = 3;
   return cfg;
 }

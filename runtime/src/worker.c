@@ -825,6 +825,9 @@ static esr_code applier_init(esr_worker *w, applier *a, int index, esr_error *er
   a->recovery = (esr_recovery_env){.state_dir = w->cfg->state_dir,
                                    .cp_dir = w->cp_dir,
                                    .store = a->store,
+                                   .lister = esr_checkpointer_lister(w->checkpointer),
+                                   .store_wait_ms = w->cfg->recovery_store_wait_ms,
+                                   .store_wait_cold_ms = w->cfg->recovery_store_wait_cold_ms,
                                    .quick_check = 0, /* checked in the background: see check_verdict */
                                    .bounds = log_bounds,
                                    .bounds_arg = w};
@@ -916,7 +919,8 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
                                .store_url = cfg->checkpoint_store,
                                .store_opts = {.endpoint = cfg->checkpoint_s3_endpoint,
                                               .region = cfg->checkpoint_s3_region},
-                               .keep = cfg->checkpoint_keep};
+                               .keep = cfg->checkpoint_keep,
+                               .lister_threads = w->n_appliers};
   if ((rc = esr_checkpointer_new(&cpo, &w->checkpointer, err)) != ESR_E_OK) goto fail;
   char errstr[512];
   if (!w->commit_kafka) {

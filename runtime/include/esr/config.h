@@ -52,6 +52,8 @@ typedef struct esr_config {
   char *checkpoint_s3_endpoint;
   char *checkpoint_s3_region;
   int recovery_quick_check;
+  int recovery_store_wait_ms;      /* a partition with a valid local state waits this long for the remote store */
+  int recovery_store_wait_cold_ms; /* ... one without local state this long */
   int max_crash_retries;
   char *schemas_dir; /* JSON Schemas <type>.v<version>.json of the events' data, or NULL */
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
