@@ -244,9 +244,13 @@ void esr_cplister_drop(esr_cplist_ticket *t) {
   pthread_mutex_unlock(&l->mu);
 }
 
-void esr_cplister_mark_down(esr_cplister *l) {
+void esr_cplister_report(esr_cplister *l, esr_code rc) {
+  if (!l || rc == ESR_E_STATE || rc == ESR_E_CORRUPT || rc == ESR_E_NOMEM) return; /* says nothing of the store */
   pthread_mutex_lock(&l->mu);
-  mark_unhealthy(l);
+  if (rc == ESR_E_OK)
+    l->unhealthy_since = 0;
+  else
+    mark_unhealthy(l);
   pthread_mutex_unlock(&l->mu);
 }
 

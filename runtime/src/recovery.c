@@ -371,7 +371,7 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
 out:
   if (rq.ticket) { /* the local state won: the store was not waited for */
     if (rq.down_ms)
-      note(r, "remote store %s not consulted: it has not answered for %" PRId64 " ms", esr_cplister_url(env->lister),
+      note(r, "remote store %s not consulted: unreachable (failing for %" PRId64 " ms)", esr_cplister_url(env->lister),
            rq.down_ms);
     else
       note(r, "remote store %s not consulted: no answer within %d ms (recovery.store.wait.ms)",

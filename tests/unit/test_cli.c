@@ -314,6 +314,20 @@ static void secret_in_librdkafka_client_error_not_echoed(void **state) {
   result_free(&r);
 }
 
+/* Issue 10, item 5: a checkpoint store that cannot work stops the worker at start (before, it was accepted and every
+ * upload logged a warning). */
+static void checkpoint_store_missing_directory_exit_2(void **state) {
+  fixture *f = *state;
+  char extra[4400];
+  snprintf(extra, sizeof extra, "checkpoint.store = file://%s/not-mounted\n", f->dir);
+  write_full_conf(f, ESR_TEST_PLUGIN_DIR "/good.so", extra);
+  const char *args[] = {"run", "--config", f->conf, NULL};
+  result r = run_esr(f, args, NULL);
+  const char *mentions[] = {"checkpoint.store", "not-mounted", "create it", NULL};
+  expect_failure(&r, 2, mentions);
+  result_free(&r);
+}
+
 static const char *const KEYS[] = {"topics",      "state.dir",       "handlers",  "dlq.topic",  "batch.max.events",
                                    "batch.max.ms", "assignment",     "partitions", "instance", "sqlite.cache.mb",
                                    "log.level",   "log.format",      "kafka.*",   NULL};
@@ -397,6 +411,7 @@ int main(void) {
       T(misspelled_secret_key_not_echoed),
       T(secret_in_malformed_line_not_echoed),
       T(secret_in_librdkafka_client_error_not_echoed),
+      T(checkpoint_store_missing_directory_exit_2),
       T(missing_plugin_exit_3_one_line),
       T(badabi_plugin_exit_3_one_line),
       T(noentry_plugin_exit_3),

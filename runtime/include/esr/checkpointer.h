@@ -8,6 +8,11 @@
  * released, so that its next owner finds the newest state). The thread logs each checkpoint and each failure itself:
  * there is no caller to return them to. A failed checkpoint only costs a longer replay later.
  *
+ * While the remote store is known to be unreachable (esr/cplister.h: a listing or an upload failed, and none has
+ * succeeded since), a checkpoint's upload is put off: it runs when no other job waits, and a job that comes
+ * meanwhile abandons it (to run again later), so that neither a release nor an integrity check waits for the
+ * store's retries. Its success makes the store count as reachable again.
+ *
  * At start it checks the remote store (esr_cpstore_check: a store that cannot work is ESR_E_CONFIG, one that cannot
  * be reached now a warning), starts a lister of the store for the recovery ladder (esr/cplister.h) and removes the
  * temporary files that writers killed mid-way left in the checkpoint directory and the state directory

@@ -9,7 +9,8 @@
  * the store is back.
  *
  * Health: the store is unhealthy from the first listing that failed (other than a damaged checkpoint) or missed a
- * caller's deadline, until a listing succeeds. esr_cplister_unhealthy_ms says for how long, so that callers stop
+ * caller's deadline, or a failure reported by another user of the store (esr_cplister_report), until a listing or
+ * a reported operation succeeds. esr_cplister_unhealthy_ms says for how long, so that callers stop
  * waiting for a store that is known to be down. Thread-safe: any thread may ask, wait and drop.
  */
 #ifndef ESR_CPLISTER_H
@@ -40,8 +41,9 @@ int esr_cplister_wait(esr_cplist_ticket *t, int timeout_ms);
 esr_code esr_cplister_result(esr_cplist_ticket *t, esr_manifest_list **out, esr_error *err);
 /* Releases the ticket (a listing not started is not made, unless kept as a probe). NULL is a no-op. */
 void esr_cplister_drop(esr_cplist_ticket *t);
-/* Counts the store as down from now (the caller found it unreachable) until a listing succeeds. */
-void esr_cplister_mark_down(esr_cplister *l);
+/* What another user of the same store found (an upload, the check at start): ESR_E_OK counts it as healthy again;
+ * a failure of the store (ESR_E_IO, ESR_E_CONFIG) as down from now; other codes say nothing about it. */
+void esr_cplister_report(esr_cplister *l, esr_code rc);
 /* How long the store has been unhealthy, in ms; 0 when it is healthy. */
 int64_t esr_cplister_unhealthy_ms(esr_cplister *l);
 /* The store's URL (borrowed). */
