@@ -15,6 +15,7 @@ struct esr_cplist_ticket {
   esr_cplister *l;
   char *topic;
   int32_t partition;
+  int64_t asked_ms; /* the store has not answered since (when this listing fails or is late) */
   int state;
   int dropped; /* the caller is gone: the thread frees it once listed */
   esr_code rc;
@@ -52,9 +53,9 @@ static void ticket_free(esr_cplist_ticket *t) {
   free(t);
 }
 
-/* Under mu. */
-static void mark_unhealthy(esr_cplister *l) {
-  if (!l->unhealthy_since) l->unhealthy_since = esr_now_ms();
+/* Under mu: the store has not answered since `since`. */
+static void mark_unhealthy(esr_cplister *l, int64_t since) {
+  if (!l->unhealthy_since || since < l->unhealthy_since) l->unhealthy_since = since;
 }
 
 static void *thread_main(void *arg) {
@@ -79,8 +80,8 @@ static void *thread_main(void *arg) {
     l->running--;
     if (rc == ESR_E_OK)
       l->unhealthy_since = 0;
-    else if (rc != ESR_E_STATE) /* not a cancel */
-      mark_unhealthy(l);
+    else if (rc != ESR_E_STATE && rc != ESR_E_CORRUPT && rc != ESR_E_NOMEM) /* the store's failure */
+      mark_unhealthy(l, t->asked_ms);
     t->state = DONE;
     t->rc = rc;
     t->err = e;
@@ -162,6 +163,7 @@ esr_cplist_ticket *esr_cplister_ask(esr_cplister *l, const char *topic, int32_t 
   }
   t->l = l;
   t->partition = partition;
+  t->asked_ms = esr_now_ms();
   pthread_mutex_lock(&l->mu);
   if (l->stop) {
     pthread_mutex_unlock(&l->mu);
@@ -195,7 +197,7 @@ int esr_cplister_wait(esr_cplist_ticket *t, int timeout_ms) {
   while (t->state != DONE && !timed_out && !l->stop)
     timed_out = pthread_cond_timedwait(&l->done, &l->mu, &until) != 0;
   int done = t->state == DONE;
-  if (!done) mark_unhealthy(l); /* late: later callers with a valid local state need not wait for it */
+  if (!done) mark_unhealthy(l, t->asked_ms); /* late: later callers with a valid local state need not wait for it */
   pthread_mutex_unlock(&l->mu);
   return done;
 }
@@ -250,7 +252,7 @@ void esr_cplister_report(esr_cplister *l, esr_code rc) {
   if (rc == ESR_E_OK)
     l->unhealthy_since = 0;
   else
-    mark_unhealthy(l);
+    mark_unhealthy(l, esr_now_ms());
   pthread_mutex_unlock(&l->mu);
 }
 

@@ -8,9 +8,9 @@
  * started is never listed, except one kept as a probe while the store is unhealthy, so that the lister learns when
  * the store is back.
  *
- * Health: the store is unhealthy from the first listing that failed (other than a damaged checkpoint) or missed a
- * caller's deadline, or a failure reported by another user of the store (esr_cplister_report), until a listing or
- * a reported operation succeeds. esr_cplister_unhealthy_ms says for how long, so that callers stop
+ * Health: the store is unhealthy from the time a listing that failed (other than a damaged checkpoint) or missed a
+ * caller's deadline was asked for, or from a failure reported by another user of the store (esr_cplister_report),
+ * until a listing or a reported operation succeeds. esr_cplister_unhealthy_ms says for how long, so that callers stop
  * waiting for a store that is known to be down. Thread-safe: any thread may ask, wait and drop.
  */
 #ifndef ESR_CPLISTER_H
