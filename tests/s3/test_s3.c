@@ -1,7 +1,9 @@
 /* test_s3.c — esr/cpstore.h's s3:// backend against a local S3-compatible server (@20minutes/s3rver, which checks
  * Signature V4) started on loopback for this test: upload, list (with pagination), fetch + verify + restore, prune,
  * a data object without manifest, a corrupted remote object, a corrupted local file at upload, key prefixes that
- * need encoding, and the errors of a wrong secret and a missing bucket. The server runs on a port the kernel picks;
+ * need encoding, and the errors of a wrong secret and a missing bucket; the check at start (a missing bucket, a wrong
+ * secret, and `esr run` exiting 2 for the former), a damaged checkpoint set aside in the bucket (CopyObject, DELETE)
+ * and the recovery ladder doing so. The server runs on a port the kernel picks;
  * it is stopped in the group teardown, and dies with this process otherwise (its standard input is our pipe, and
  * PR_SET_PDEATHSIG). */
 #include <setjmp.h>

@@ -1,7 +1,8 @@
 /* test_checkpoint.c — esr/checkpoint.h: a checkpoint taken while the writer keeps committing is a consistent copy as
  * of one commit; the manifest says what the file holds; verification catches truncation, a flipped byte, a missing or
  * broken manifest; pruning keeps K; restore puts a copy in place without replaying a stale WAL; a crash between data
- * and manifest leaves nothing that is listed. */
+ * and manifest leaves nothing that is listed; the temporaries a killed writer leaves are removed when the next
+ * checkpointer starts (not while another live one shares the directory), and a store that cannot work stops it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

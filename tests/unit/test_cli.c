@@ -1,6 +1,6 @@
 /* test_cli.c — the `esr` command as a child process (ESR_BIN): exit codes 0/2/3 and one-line messages on stderr for
  * configuration and plugin problems, help texts, unknown commands. Every case fails before any connection to Kafka,
- * so no broker is needed. */
+ * so no broker is needed. Secrets are never echoed; a checkpoint store that cannot work is refused at start. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

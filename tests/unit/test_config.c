@@ -1,6 +1,6 @@
 /* test_config.c — esr/config.h (key = value files, defaults, every key's validation, environment overrides, static
  * assignment, consistency checks) and esr/kafka.h (managed and unknown librdkafka properties). No network: building a
- * librdkafka conf does not connect. */
+ * librdkafka conf does not connect. No message quotes a value that may be a secret (issue 10, item 6). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -2,7 +2,8 @@
  * another node's checkpoint directory and restore from it, prune; a data object without manifest is invisible; a
  * corrupted remote object is refused at fetch and a corrupted local one at upload. Also what needs no server: URL and
  * option errors, and the S3 backend's retries, signing and messages against a closed port and a scripted HTTP server
- * on loopback. */
+ * on loopback; the checks at start (a missing, misplaced or read-only directory, a bucket that does not exist or
+ * refuses access, an unreachable endpoint) and setting a damaged checkpoint aside in the store. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -543,6 +544,29 @@ static void quarantine_in_file_store(void **state) {
   esr_manifest_free(b);
 }
 
+/* S3 sets a checkpoint aside by CopyObject (the copy source signed with the other x-amz- headers, as S3 requires)
+ * and DELETE, manifest first. */
+static void s3_quarantine_copies_then_deletes(void **state) {
+  (void)state;
+  static const char *const replies[] = {"<CopyObjectResult><ETag>\"1\"</ETag></CopyObjectResult>", "",
+                                        "<CopyObjectResult><ETag>\"2\"</ETag></CopyObjectResult>", ""};
+  script sc = {.replies = replies, .n_replies = 4};
+  pthread_t t;
+  esr_cpstore *s = scripted_store(&sc, &t);
+  esr_error err = {0};
+  assert_int_equal(esr_cpstore_quarantine(s, TOPIC, PART, 20, &err), ESR_E_OK);
+  pthread_join(t, NULL);
+  assert_int_equal(sc.served, 4);
+  assert_contains(sc.requests[0], "PUT /bucket/cp/ledger-3/00000000000000000020.json.bad-");
+  assert_contains(sc.requests[0], "x-amz-copy-source: /bucket/cp/ledger-3/00000000000000000020.json\r\n");
+  assert_contains(sc.requests[0], "SignedHeaders=host;x-amz-content-sha256;x-amz-copy-source;x-amz-date,");
+  assert_contains(sc.requests[1], "DELETE /bucket/cp/ledger-3/00000000000000000020.json HTTP/1.1");
+  assert_contains(sc.requests[2], "x-amz-copy-source: /bucket/cp/ledger-3/00000000000000000020.db\r\n");
+  assert_contains(sc.requests[3], "DELETE /bucket/cp/ledger-3/00000000000000000020.db HTTP/1.1");
+  esr_cpstore_close(s);
+  close(sc.fd);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(upload_list_fetch_restore, setup, teardown),
@@ -560,6 +584,7 @@ int main(void) {
       cmocka_unit_test(check_s3_unreachable_is_not_a_config_error),
       cmocka_unit_test(check_s3_refusals_are_config_errors),
       cmocka_unit_test_setup_teardown(quarantine_in_file_store, setup, teardown),
+      cmocka_unit_test(s3_quarantine_copies_then_deletes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
