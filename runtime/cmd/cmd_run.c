@@ -75,12 +75,16 @@ int esr_cmd_run(int argc, char **argv) {
   esr_worker *w = NULL;
   esr_code rc = esr_worker_new(cfg, &w, &err);
   if (rc != ESR_E_OK) {
+    esr_config_redact(cfg, err.msg, sizeof err.msg); /* librdkafka's words may quote a secret (rd_kafka_new) */
     fprintf(stderr, "esr: %s\n", err.msg);
     esr_config_free(cfg);
     return esr_code_exit_status(rc);
   }
   rc = esr_worker_run(w, &g_stop, &err);
-  if (rc != ESR_E_OK) esr_log(ESR_LOG_ERROR, "worker", "%s", err.msg);
+  if (rc != ESR_E_OK) {
+    esr_config_redact(cfg, err.msg, sizeof err.msg);
+    esr_log(ESR_LOG_ERROR, "worker", "%s", err.msg);
+  }
   esr_worker_free(w);
   esr_config_free(cfg);
   return esr_code_exit_status(rc);

@@ -239,6 +239,9 @@ esr_code esr__applier_init(esr_worker *w, applier *a, int index, esr_error *err)
   a->recovery = (esr_recovery_env){.state_dir = w->cfg->state_dir,
                                    .cp_dir = w->cp_dir,
                                    .store = a->store,
+                                   .lister = esr_checkpointer_lister(w->checkpointer),
+                                   .store_wait_ms = w->cfg->recovery_store_wait_ms,
+                                   .store_wait_cold_ms = w->cfg->recovery_store_wait_cold_ms,
                                    .quick_check = 0, /* checked in the background: see check_verdict */
                                    .bounds = esr__worker_log_bounds,
                                    .bounds_arg = w};

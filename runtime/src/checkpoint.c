@@ -28,6 +28,7 @@
 #define MANIFEST_MAX (1 << 20)
 #define STALE_TMP_SECONDS 3600
 #define TMP_PREFIX ".tmp-"
+#define RESTORE_INFIX ".restore-" /* "<live>.restore-XXXXXX": a restore's copy before its rename */
 
 /* ---- small helpers ---------------------------------------------------------------------------------------------- */
 
@@ -961,6 +962,41 @@ static void remove_stale_tmp(const char *dir) {
   closedir(d);
 }
 
+/* Removes every temporary file of one directory: names starting with `prefix` (".tmp-"), or holding `infix`. */
+static int sweep_dir(const char *dir, const char *prefix, const char *infix) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (prefix ? strncmp(de->d_name, prefix, strlen(prefix)) != 0 : !strstr(de->d_name, infix)) continue;
+    char path[PATH_CAP];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= sizeof path) continue;
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && unlink(path) == 0) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+esr_code esr_checkpoint_sweep(const char *cp_dir, const char *state_dir, int *removed, esr_error *err) {
+  int n = 0;
+  DIR *d = opendir(cp_dir);
+  if (!d && errno != ENOENT) return esr__cp_io_error(err, "cannot read directory", cp_dir);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    if (de->d_name[0] == '.') continue; /* partition directories are named <topic>-<partition> */
+    char dir[PATH_CAP];
+    struct stat st;
+    if ((size_t)snprintf(dir, sizeof dir, "%s/%s", cp_dir, de->d_name) >= sizeof dir) continue;
+    if (lstat(dir, &st) == 0 && S_ISDIR(st.st_mode)) n += sweep_dir(dir, TMP_PREFIX, NULL); /* -journal included */
+  }
+  if (d) closedir(d);
+  if (state_dir) n += sweep_dir(state_dir, NULL, ".db" RESTORE_INFIX);
+  if (removed) *removed = n;
+  return ESR_E_OK;
+}
+
 esr_code esr_checkpoint_prune(const char *cp_dir, const char *topic, int32_t partition, int keep, esr_error *err) {
   char dir[PATH_CAP], path[PATH_CAP];
   esr__cp_names s = {0};
@@ -1058,7 +1094,7 @@ esr_code esr_checkpoint_restore(const char *cp_dir, const esr_manifest *m, const
   if (rc != ESR_E_OK) return rc;
   if ((rc = make_dirs(state_dir, err)) != ESR_E_OK) return rc;
   esr_store_path(live, sizeof live, state_dir, m->topic, m->partition);
-  snprintf(tmp, sizeof tmp, "%s.restore-XXXXXX", live);
+  snprintf(tmp, sizeof tmp, "%s" RESTORE_INFIX "XXXXXX", live);
   if ((fd = mkstemp(tmp)) < 0) {
     rc = esr__cp_io_error(err, "cannot create temporary file next to", live);
     goto fail_notmp;

@@ -1,18 +1,23 @@
 /* checkpointer.c — a thread that writes, prunes and uploads partition checkpoints, one job at a time. */
 #include "esr/checkpointer.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "esr/checkpoint.h"
 #include "esr/clock.h"
+#include "esr/cplister.h"
 #include "esr/log.h"
 #include "esr/recovery.h"
 #include "esr/store.h"
@@ -37,6 +42,7 @@ typedef struct job {
   char *topic;
   int32_t partition;
   esr_verify_ticket *verify; /* a verification job, not a checkpoint */
+  esr_manifest *upload;      /* an upload deferred while the store was unreachable, not a checkpoint */
   int waited;   /* someone waits on it: keep it after it ran, they free it */
   int done;
   esr_code rc;
@@ -49,16 +55,91 @@ struct esr_checkpointer {
   esr_checkpointer_opts opts;
   char *state_dir, *cp_dir;
   esr_cpstore *store;
+  esr_cplister *lister; /* the store's listings for recovery, or NULL */
+  int users_fd;         /* shared lock on <cp_dir>/.esr-users.lock while this checkpointer writes there */
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv; /* jobs queued, a job done, stop */
-  job *head, *tail;
-  int running; /* a job is being worked on */
+  job *head, *tail;   /* verifications (first) and checkpoints */
+  job *uploads;        /* deferred uploads, one per partition at most: run when nothing else waits */
+  int running;         /* a job is being worked on */
+  int uploading;       /* ... and it is a deferred upload */
   int stop;
-  _Atomic int cancel;
+  _Atomic int cancel;  /* stopping: abandon what runs */
+  _Atomic int preempt; /* a job arrived while a deferred upload to an unreachable store runs: abandon the upload */
 };
 
 static int cancelled(void *arg) { return atomic_load(&((esr_checkpointer *)arg)->cancel); }
+static int store_cancelled(void *arg) {
+  esr_checkpointer *c = arg;
+  return atomic_load(&c->cancel) || atomic_load(&c->preempt);
+}
+
+static int store_down(esr_checkpointer *c) { return c->lister && esr_cplister_unhealthy_ms(c->lister) > 0; }
+
+/* Under mu: a job arrived. A deferred upload to an unreachable store must not keep it waiting for its retries. */
+static void preempt_upload(esr_checkpointer *c) {
+  if (c->uploading && store_down(c)) atomic_store(&c->preempt, 1);
+}
+
+static void job_free(job *j);
+
+/* Under mu: queues the upload of m for later (taking m), replacing an older one of the same partition. */
+static void defer_upload(esr_checkpointer *c, esr_manifest *m) {
+  for (job *u = c->uploads; u; u = u->next)
+    if (u->partition == m->partition && strcmp(u->topic, m->topic) == 0) {
+      if (u->upload->next_offset <= m->next_offset) {
+        esr_manifest_free(u->upload);
+        u->upload = m;
+      } else {
+        esr_manifest_free(m);
+      }
+      return;
+    }
+  job *u = calloc(1, sizeof *u);
+  if (!u || !(u->topic = strdup(m->topic))) {
+    free(u);
+    esr_manifest_free(m); /* only an upload lost: the next checkpoint uploads again */
+    return;
+  }
+  u->partition = m->partition;
+  u->upload = m;
+  job **end = &c->uploads;
+  while (*end) end = &(*end)->next;
+  *end = u;
+  pthread_cond_broadcast(&c->cv);
+}
+
+/* Uploads checkpoint m and prunes the store; logs the outcome. */
+static void upload(esr_checkpointer *c, const esr_manifest *m, int64_t written_ms) {
+  esr_error e = {0};
+  int64_t t1 = esr_now_ms(), uploaded = -1;
+  esr_code rc = esr_cpstore_upload(c->store, c->cp_dir, m, &e);
+  if (c->lister) esr_cplister_report(c->lister, rc);
+  if (rc != ESR_E_OK) {
+    if (rc != ESR_E_STATE || !atomic_load(&c->cancel))
+      esr_log(rc == ESR_E_STATE ? ESR_LOG_DEBUG : ESR_LOG_WARN, "checkpoint",
+              "%s[%d]: upload of checkpoint %" PRId64 " to %s %s: %s", m->topic, (int)m->partition, m->next_offset,
+              esr_cpstore_url(c->store), rc == ESR_E_STATE ? "put off" : "failed", e.msg);
+  } else {
+    uploaded = esr_now_ms() - t1;
+    if (esr_cpstore_prune(c->store, m->topic, m->partition, c->opts.keep, &e) != ESR_E_OK)
+      esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: pruning remote checkpoints: %s", m->topic, (int)m->partition,
+              e.msg);
+  }
+  if (written_ms < 0) {
+    if (uploaded >= 0)
+      esr_log(ESR_LOG_INFO, "checkpoint", "%s[%d]: checkpoint at offset %" PRId64 " uploaded in %" PRId64 " ms",
+              m->topic, (int)m->partition, m->next_offset, uploaded);
+  } else if (uploaded >= 0) {
+    esr_log(ESR_LOG_INFO, "checkpoint",
+            "%s[%d]: checkpoint at offset %" PRId64 " (%.1f MB) written in %" PRId64 " ms, uploaded in %" PRId64 " ms",
+            m->topic, (int)m->partition, m->next_offset, (double)m->size / 1e6, written_ms, uploaded);
+  } else {
+    esr_log(ESR_LOG_INFO, "checkpoint", "%s[%d]: checkpoint at offset %" PRId64 " (%.1f MB) written in %" PRId64 " ms",
+            m->topic, (int)m->partition, m->next_offset, (double)m->size / 1e6, written_ms);
+  }
+}
 
 static void run(esr_checkpointer *c, job *j) {
   char db[4096];
@@ -95,32 +176,28 @@ static void run(esr_checkpointer *c, job *j) {
   esr_error e;
   if (esr_checkpoint_prune(c->cp_dir, j->topic, j->partition, c->opts.keep, &e) != ESR_E_OK)
     esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: pruning local checkpoints: %s", j->topic, (int)j->partition, e.msg);
-  int64_t uploaded = -1;
-  if (c->store) {
-    int64_t t1 = esr_now_ms();
-    if (esr_cpstore_upload(c->store, c->cp_dir, m, &e) != ESR_E_OK) {
-      esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: upload of checkpoint %" PRId64 " to %s failed: %s", j->topic,
-              (int)j->partition, m->next_offset, esr_cpstore_url(c->store), e.msg);
-    } else {
-      uploaded = esr_now_ms() - t1;
-      if (esr_cpstore_prune(c->store, j->topic, j->partition, c->opts.keep, &e) != ESR_E_OK)
-        esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: pruning remote checkpoints: %s", j->topic, (int)j->partition,
-                e.msg);
+  if (!c->store || store_down(c)) {
+    esr_log(ESR_LOG_INFO, "checkpoint", "%s[%d]: checkpoint at offset %" PRId64 " (%.1f MB) written in %" PRId64 " ms%s",
+            m->topic, (int)m->partition, m->next_offset, (double)m->size / 1e6, written,
+            c->store ? "; its upload waits: the store is unreachable" : "");
+    if (!c->store) {
+      esr_manifest_free(m);
+      return;
     }
+    /* Later, when nothing else waits: a release (esr_checkpointer_now) must not wait for an unreachable store. */
+    pthread_mutex_lock(&c->mu);
+    defer_upload(c, m);
+    pthread_mutex_unlock(&c->mu);
+    return;
   }
-  if (uploaded >= 0)
-    esr_log(ESR_LOG_INFO, "checkpoint",
-            "%s[%d]: checkpoint at offset %" PRId64 " (%.1f MB) written in %" PRId64 " ms, uploaded in %" PRId64 " ms",
-            j->topic, (int)j->partition, m->next_offset, (double)m->size / 1e6, written, uploaded);
-  else
-    esr_log(ESR_LOG_INFO, "checkpoint", "%s[%d]: checkpoint at offset %" PRId64 " (%.1f MB) written in %" PRId64 " ms",
-            j->topic, (int)j->partition, m->next_offset, (double)m->size / 1e6, written);
+  upload(c, m, written);
   esr_manifest_free(m);
 }
 
 static void job_free(job *j) {
   if (!j) return;
   esr_verify_release(j->verify);
+  esr_manifest_free(j->upload);
   free(j->topic);
   free(j);
 }
@@ -135,8 +212,26 @@ static void *thread_main(void *arg) {
   setpriority(PRIO_PROCESS, (id_t)gettid(), BACKGROUND_NICE);
   pthread_mutex_lock(&c->mu);
   for (;;) {
-    while (!c->head && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
+    while (!c->head && !c->uploads && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
     if (c->stop) break;
+    if (!c->head) { /* nothing else waits: a deferred upload */
+      job *u = c->uploads;
+      c->uploads = u->next;
+      c->running = c->uploading = 1;
+      atomic_store(&c->preempt, 0);
+      pthread_mutex_unlock(&c->mu);
+      upload(c, u->upload, -1);
+      pthread_mutex_lock(&c->mu);
+      c->running = c->uploading = 0;
+      if (atomic_exchange(&c->preempt, 0) && !atomic_load(&c->cancel)) {
+        esr_manifest *m = u->upload; /* put off for the job that came: again later (unless a newer one came) */
+        u->upload = NULL;
+        defer_upload(c, m);
+      }
+      job_free(u);
+      pthread_cond_broadcast(&c->cv);
+      continue;
+    }
     job *j = c->head;
     c->head = j->next;
     if (!c->head) c->tail = NULL;
@@ -153,11 +248,37 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
+/* Temporary files of writers killed mid-way (a SIGKILL during a checkpoint, a download or a restore) are removed
+ * when no other writer can be using them: every checkpointer holds a shared lock on the checkpoint directory while
+ * it lives, and the one that can take it exclusively at start is alone there (the state directory is locked by
+ * its worker). Then it keeps a shared lock, so that a worker starting later on the same directory does not sweep. */
+static void sweep_temporaries(esr_checkpointer *c) {
+  char path[4200];
+  if (mkdir(c->cp_dir, 0755) != 0 && errno != EEXIST) return; /* the first checkpoint will say why */
+  snprintf(path, sizeof path, "%s/.esr-users.lock", c->cp_dir);
+  c->users_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (c->users_fd < 0) return;
+  if (flock(c->users_fd, LOCK_EX | LOCK_NB) == 0) {
+    int n = 0;
+    esr_error e = {0};
+    if (esr_checkpoint_sweep(c->cp_dir, c->state_dir, &n, &e) != ESR_E_OK)
+      esr_log(ESR_LOG_WARN, "checkpoint", "removing temporary files left by a killed worker: %s", e.msg);
+    else if (n > 0)
+      esr_log(ESR_LOG_INFO, "checkpoint", "removed %d temporary files left by a killed worker in %s", n, c->cp_dir);
+  } else {
+    esr_log(ESR_LOG_DEBUG, "checkpoint", "%s is in use by another worker: its temporary files are left alone",
+            c->cp_dir);
+  }
+  while (flock(c->users_fd, LOCK_SH) != 0 && errno == EINTR) {
+  }
+}
+
 esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointer **out, esr_error *err) {
   *out = NULL;
   esr_checkpointer *c = calloc(1, sizeof *c);
   if (!c) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
   c->opts = *opts;
+  c->users_fd = -1;
   if (c->opts.keep < 1) c->opts.keep = 1;
   c->state_dir = strdup(opts->state_dir);
   c->cp_dir = strdup(opts->cp_dir);
@@ -168,10 +289,37 @@ esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointe
     rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
     goto fail;
   }
-  if (opts->store_url && (rc = esr_cpstore_open(opts->store_url, &opts->store_opts, &c->store, err)) != ESR_E_OK) {
-    esr_error_prefix(err, "config: checkpoint.store");
-    goto fail;
+  if (opts->store_url) {
+    esr_cpstore_opts so = opts->store_opts;
+    so.cancel = store_cancelled; /* neither a stop nor a job waits for an unreachable store's retries */
+    so.cancel_arg = c;
+    if ((rc = esr_cpstore_open(opts->store_url, &so, &c->store, err)) != ESR_E_OK) {
+      esr_error_prefix(err, "config: checkpoint.store");
+      goto fail;
+    }
+    /* A store that cannot work is the configuration's to fix, now; one that cannot be reached now is retried. */
+    esr_error e = {0};
+    esr_code crc = esr_cpstore_check(c->store, &e);
+    if (crc == ESR_E_CONFIG || crc == ESR_E_NOMEM) {
+      rc = crc;
+      if (err) *err = e;
+      esr_error_prefix(err, "config: checkpoint.store");
+      goto fail;
+    }
+    if (crc != ESR_E_OK)
+      esr_log(ESR_LOG_WARN, "checkpoint",
+              "the checkpoint store cannot be reached now (%s): checkpoints are kept locally, uploads and recovery "
+              "retry it",
+              e.msg);
+    if (opts->lister_threads > 0 &&
+        (rc = esr_cplister_new(opts->store_url, &opts->store_opts, opts->lister_threads, &c->lister, err)) !=
+            ESR_E_OK) {
+      esr_error_prefix(err, "config: checkpoint.store");
+      goto fail;
+    }
+    if (crc != ESR_E_OK && c->lister) esr_cplister_report(c->lister, crc); /* no partition waits for it */
   }
+  sweep_temporaries(c);
   if (pthread_create(&c->thread, NULL, thread_main, c) != 0) {
     rc = esr_error_set(err, ESR_E_NOMEM, 0, "cannot start the checkpoint thread");
     goto fail;
@@ -179,7 +327,9 @@ esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointe
   *out = c;
   return ESR_E_OK;
 fail:
+  esr_cplister_free(c->lister);
   esr_cpstore_close(c->store);
+  if (c->users_fd >= 0) close(c->users_fd);
   free(c->state_dir);
   free(c->cp_dir);
   pthread_mutex_destroy(&c->mu);
@@ -200,7 +350,13 @@ void esr_checkpointer_free(esr_checkpointer *c) {
     n = j->next;
     if (!j->waited) job_free(j); /* waited jobs belong to their waiters, who are gone by now */
   }
+  for (job *u = c->uploads, *n; u; u = n) { /* not uploaded: the next worker's checkpoints will be */
+    n = u->next;
+    job_free(u);
+  }
+  esr_cplister_free(c->lister);
   esr_cpstore_close(c->store);
+  if (c->users_fd >= 0) close(c->users_fd);
   free(c->state_dir);
   free(c->cp_dir);
   pthread_mutex_destroy(&c->mu);
@@ -228,6 +384,7 @@ static job *enqueue(esr_checkpointer *c, const char *topic, int32_t partition, i
     c->head = j;
   c->tail = j;
   *fresh = 1;
+  preempt_upload(c);
   pthread_cond_broadcast(&c->cv);
   return j;
 }
@@ -278,6 +435,8 @@ esr_code esr_checkpointer_now(esr_checkpointer *c, const char *topic, int32_t pa
   return rc;
 }
 
+esr_cplister *esr_checkpointer_lister(esr_checkpointer *c) { return c ? c->lister : NULL; }
+
 esr_verify_ticket *esr_checkpointer_verify(esr_checkpointer *c, const char *topic, int32_t partition) {
   esr_verify_ticket *t = calloc(1, sizeof *t);
   job *j = calloc(1, sizeof *j);
@@ -300,6 +459,7 @@ esr_verify_ticket *esr_checkpointer_verify(esr_checkpointer *c, const char *topi
   j->next = c->head;
   c->head = j;
   if (!c->tail) c->tail = j;
+  preempt_upload(c);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
   return t;
@@ -312,6 +472,7 @@ int esr_checkpointer_drain(esr_checkpointer *c, int timeout_ms) {
   for (;;) {
     left = c->running;
     for (job *j = c->head; j; j = j->next) left++;
+    for (job *u = c->uploads; u; u = u->next) left++;
     if (!left || c->stop || esr_now_ms() >= deadline) break;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

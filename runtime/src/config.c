@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef esr_code (*setter_fn)(esr_config *cfg, const char *key, const char *value, const char *origin,
                               esr_error *err);
@@ -19,6 +20,8 @@ typedef struct key_spec {
   const char *help;
 } key_spec;
 
+static const key_spec *find_key(const char *key);
+
 static char *xstrdup(const char *s) {
   size_t n = strlen(s) + 1;
   char *p = malloc(n);
@@ -26,10 +29,18 @@ static char *xstrdup(const char *s) {
   return p;
 }
 
+/* A key's value as a message may quote it: never the value of a key that may hold a secret. */
+static const char *shown_value(const char *key, const char *value, char *buf, size_t cap) {
+  if (esr_config_key_is_secret(key)) return "(value not shown: the key may hold a secret)";
+  snprintf(buf, cap, "'%s'", value);
+  return buf;
+}
+
 static esr_code bad(esr_error *err, const char *key, const char *origin, const char *value, const char *what,
                     const char *example) {
-  return esr_error_set(err, ESR_E_CONFIG, 0, "config: %s = '%s' (%s): %s; for example: %s = %s", key, value, origin,
-                       what, key, example);
+  char buf[300];
+  return esr_error_set(err, ESR_E_CONFIG, 0, "config: %s = %s (%s): %s; for example: %s = %s", key,
+                       shown_value(key, value, buf, sizeof buf), origin, what, key, example);
 }
 
 static void free_list(char **list, size_t n) {
@@ -237,6 +248,20 @@ static esr_code set_recovery_check(esr_config *cfg, const char *key, const char 
   return ESR_E_OK;
 }
 
+static esr_code set_store_wait(esr_config *cfg, const char *key, const char *value, const char *origin,
+                             esr_error *err) {
+  if (parse_int(value, 0, 600000, &cfg->recovery_store_wait_ms))
+    return bad(err, key, origin, value, "expected milliseconds in 0..600000", "500");
+  return ESR_E_OK;
+}
+
+static esr_code set_store_wait_cold(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                  esr_error *err) {
+  if (parse_int(value, 0, 3600000, &cfg->recovery_store_wait_cold_ms))
+    return bad(err, key, origin, value, "expected milliseconds in 0..3600000", "30000");
+  return ESR_E_OK;
+}
+
 static esr_code set_crash_retries(esr_config *cfg, const char *key, const char *value, const char *origin,
                                   esr_error *err) {
   if (parse_int(value, 0, 100, &cfg->max_crash_retries))
@@ -374,6 +399,12 @@ static const key_spec KEYS[] = {
     {"checkpoint.s3.region", set_cp_region, 0, NULL, "eu-west-1", "S3 region; default $AWS_REGION, else us-east-1"},
     {"recovery.check", set_recovery_check, 0, "quick", "quick",
      "quick: PRAGMA quick_check of a live database before resuming from it (a corrupt one is moved aside); none"},
+    {"recovery.store.wait.ms", set_store_wait, 0, "500", "500",
+     "how long a partition with a valid local state (live database or local checkpoint) waits for the remote "
+     "store's listing before it resumes without it (not at all while the store is known to be down)"},
+    {"recovery.store.wait.cold.ms", set_store_wait_cold, 0, "30000", "30000",
+     "how long a partition without local state waits for the remote store's listing (from the start of its "
+     "recovery, and of the store's outage) before it goes on without it"},
     {"schemas.dir", set_schemas_dir, 0, NULL, "/etc/esr/schemas",
      "JSON Schemas (draft-07) of the events' data, <type>.v<version>.json; data that fails goes to the dead-letter "
      "topic with reason schema"},
@@ -400,6 +431,8 @@ esr_config *esr_config_new(void) {
   cfg->checkpoint_keep = 3;
   cfg->checkpoint_on_release = 1;
   cfg->recovery_quick_check = 1;
+  cfg->recovery_store_wait_ms = 500;
+  cfg->recovery_store_wait_cold_ms = 30000;
   cfg->max_crash_retries = 3;
   return cfg;
 }
@@ -429,6 +462,48 @@ void esr_config_free(esr_config *cfg) {
   free(cfg);
 }
 
+int esr_config_key_is_secret(const char *key) {
+  if (!key) return 1;
+  if (strncmp(key, "handler.", 8) == 0) return 1;
+  if (strncmp(key, "kafka.", 6) == 0) {
+    /* librdkafka's secrets: sasl.password, ssl.key.password, ssl.keystore.password, ssl.key.pem,
+     * sasl.oauthbearer.client.secret, sasl.oauthbearer.config (it may carry a client secret or extensions). */
+    static const char *const words[] = {"password", "secret", "key", "token", "credential", "oauthbearer.config",
+                                        NULL};
+    for (int i = 0; words[i]; i++)
+      if (strcasestr(key + 6, words[i])) return 1;
+    return 0;
+  }
+  return find_key(key) == NULL; /* esr's own keys hold no secrets; a key esr does not know might */
+}
+
+#define MASK "***"
+void esr_config_mask(char *text, size_t cap, const char *secret) {
+  if (!text || !secret || cap < sizeof MASK) return;
+  size_t n = strlen(secret), m = strlen(MASK);
+  if (!n) return;
+  for (char *p = strstr(text, secret); p; p = strstr(p + m, secret)) {
+    size_t at = (size_t)(p - text), tail = strlen(p + n);
+    if (at + m + 1 > cap) { /* not even the mask fits: end the text here */
+      *p = '\0';
+      return;
+    }
+    if (at + m + tail + 1 > cap) tail = cap - 1 - at - m;
+    memmove(p + m, p + n, tail);
+    p[m + tail] = '\0';
+    memcpy(p, MASK, m);
+  }
+}
+
+void esr_config_redact(const esr_config *cfg, char *text, size_t cap) {
+  if (!cfg || !text || cap < sizeof MASK) return;
+  char key[300];
+  for (size_t i = 0; i < cfg->n_kafka; i++) {
+    snprintf(key, sizeof key, "kafka.%s", cfg->kafka[i].key);
+    if (esr_config_key_is_secret(key)) esr_config_mask(text, cap, cfg->kafka[i].value);
+  }
+}
+
 static const key_spec *find_key(const char *key) {
   for (size_t i = 0; i < N_KEYS; i++)
     if (strcmp(KEYS[i].name, key) == 0) return &KEYS[i];
@@ -436,7 +511,7 @@ static const key_spec *find_key(const char *key) {
 }
 
 /* Levenshtein distance, for "did you mean". */
-static size_t distance(const char *a, const char *b) {
+size_t esr_config_key_distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   if (la > 64 || lb > 64) return 99;
   size_t row[65];
@@ -513,7 +588,7 @@ esr_code esr_config_set(esr_config *cfg, const char *key, const char *value, con
   const char *best = NULL;
   size_t best_d = 4;
   for (size_t i = 0; i < N_KEYS; i++) {
-    size_t d = distance(key, KEYS[i].name);
+    size_t d = esr_config_key_distance(key, KEYS[i].name);
     if (d < best_d) {
       best_d = d;
       best = KEYS[i].name;
@@ -561,8 +636,11 @@ esr_code esr_config_load_file(esr_config *cfg, const char *path, esr_error *err)
     char *s = trim(line);
     if (!*s) continue;
     char *eq = strchr(s, '=');
-    if (!eq) {
-      rc = esr_error_set(err, ESR_E_CONFIG, 0, "config: '%s' (%s) is not 'key = value'", s, origin);
+    if (!eq) { /* not quoted: a line that lost its '=' may hold a secret */
+      rc = esr_error_set(err, ESR_E_CONFIG, 0,
+                         "config: line %s is not 'key = value' (its text is not shown: it may hold a secret); write "
+                         "it as key = value, or start it with '#'",
+                         origin);
       break;
     }
     *eq = '\0';

@@ -11,6 +11,8 @@ typedef struct esr__cpstore_ops {
   esr_code (*list)(void *impl, const char *topic, int32_t partition, esr_manifest_list **out, esr_error *err);
   esr_code (*fetch)(void *impl, const esr_manifest *m, const char *cp_dir, esr_error *err);
   esr_code (*prune)(void *impl, const char *topic, int32_t partition, int keep, esr_error *err);
+  esr_code (*check)(void *impl, esr_error *err);
+  esr_code (*quarantine)(void *impl, const char *topic, int32_t partition, int64_t next_offset, esr_error *err);
   void (*close)(void *impl);
 } esr__cpstore_ops;
 

@@ -103,3 +103,17 @@ esr_code esr_cpstore_prune(esr_cpstore *s, const char *topic, int32_t partition,
   if (rc != ESR_E_OK) esr_error_prefix(err, "prune of %s-%d in %s", topic, (int)partition, s->url);
   return rc;
 }
+
+esr_code esr_cpstore_check(esr_cpstore *s, esr_error *err) {
+  esr_code rc = s->ops->check(s->impl, err);
+  if (rc != ESR_E_OK) esr_error_prefix(err, "checkpoint store %s", s->url);
+  return rc;
+}
+
+esr_code esr_cpstore_quarantine(esr_cpstore *s, const char *topic, int32_t partition, int64_t next_offset,
+                                esr_error *err) {
+  esr_code rc = s->ops->quarantine(s->impl, topic, partition, next_offset, err);
+  if (rc != ESR_E_OK)
+    esr_error_prefix(err, "setting aside %s-%d at %lld in %s", topic, (int)partition, (long long)next_offset, s->url);
+  return rc;
+}

@@ -3,6 +3,7 @@
  * beside their destination and installed only after verification. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -74,6 +75,48 @@ static esr_code file_prune(void *impl, const char *topic, int32_t partition, int
   return rc;
 }
 
+static esr_code file_check(void *impl, esr_error *err) {
+  file_store *f = impl;
+  struct stat st;
+  if (stat(f->root, &st) != 0) {
+    int e = errno;
+    if (e == ENOENT || e == ENOTDIR || e == EACCES)
+      return esr_error_set(err, ESR_E_CONFIG, e,
+                           "directory %s: %s: create it (or mount the shared volume there), or fix checkpoint.store",
+                           f->root, strerror(e));
+    return esr_error_set(err, ESR_E_IO, e, "directory %s: %s", f->root, strerror(e));
+  }
+  if (!S_ISDIR(st.st_mode))
+    return esr_error_set(err, ESR_E_CONFIG, ENOTDIR, "%s is not a directory: fix checkpoint.store", f->root);
+  char probe[PATH_CAP];
+  if ((size_t)snprintf(probe, sizeof probe, "%s/.esr-check-XXXXXX", f->root) >= sizeof probe)
+    return esr_error_set(err, ESR_E_CONFIG, 0, "path too long: %s", f->root);
+  int fd = mkstemp(probe);
+  if (fd < 0) {
+    int e = errno;
+    if (e == EROFS || e == EACCES || e == EPERM)
+      return esr_error_set(err, ESR_E_CONFIG, e,
+                           "directory %s: cannot create a file: %s: make it writable for this worker (checkpoints are "
+                           "uploaded there), or fix checkpoint.store",
+                           f->root, strerror(e));
+    return esr_error_set(err, ESR_E_IO, e, "directory %s: cannot create a file: %s", f->root, strerror(e));
+  }
+  close(fd);
+  if (unlink(probe) != 0) return esr__cp_io_error(err, "cannot remove", probe);
+  return ESR_E_OK;
+}
+
+static esr_code file_quarantine(void *impl, const char *topic, int32_t partition, int64_t next_offset,
+                                esr_error *err) {
+  file_store *f = impl;
+  esr_error e = {0};
+  esr_code rc = check_root(f, &e);
+  if (rc == ESR_E_OK) rc = esr_checkpoint_quarantine(f->root, topic, partition, next_offset, &e);
+  if (rc == ESR_E_IO && e.lib_code == ENOENT) rc = ESR_E_OK; /* the partition's directory is gone: nothing to move */
+  if (rc != ESR_E_OK && err) *err = e;
+  return rc;
+}
+
 static void file_close(void *impl) {
   file_store *f = impl;
   if (!f) return;
@@ -81,7 +124,8 @@ static void file_close(void *impl) {
   free(f);
 }
 
-static const esr__cpstore_ops FILE_OPS = {file_upload, file_list, file_fetch, file_prune, file_close};
+static const esr__cpstore_ops FILE_OPS = {file_upload, file_list,  file_fetch, file_prune,
+                                          file_check,  file_quarantine, file_close};
 
 esr_code esr__cpstore_file_open(const char *root, const esr__cpstore_ops **ops, void **impl, esr_error *err) {
   file_store *f = calloc(1, sizeof *f);

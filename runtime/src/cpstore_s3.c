@@ -22,6 +22,10 @@
 
 #define PATH_CAP 4096
 #define MEM_CAP (4 << 20) /* listings pages, manifests, error documents */
+/* esr_cpstore_check makes one attempt per request, bounded: a worker starting while the store is unreachable waits
+ * at most this long before it goes on with a warning. */
+#define CHECK_CONNECT_MS 2000
+#define CHECK_REQUEST_MS 5000
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 typedef struct s3 {
@@ -33,7 +37,11 @@ typedef struct s3 {
   char sigv4[128];
   long connect_timeout_ms, request_timeout_ms, stall_timeout_s, backoff_ms;
   int max_attempts, page_size;
+  int (*cancel)(void *arg);
+  void *cancel_arg;
 } s3;
+
+static int cancelled(const s3 *s) { return s->cancel && s->cancel(s->cancel_arg); }
 
 /* ---- buffers, encoding, XML ------------------------------------------------------------------------------------- */
 
@@ -236,9 +244,17 @@ static void backoff(const s3 *s, int attempt) {
   for (int i = 1; i < attempt && ms < 5000; i++) ms *= 2;
   if (ms > 5000) ms = 5000;
   ms += (long)(((unsigned)rand() % 1000) * (unsigned long)ms / 2000); /* up to +50%: retries of many workers spread */
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  for (long left = ms; left > 0 && !cancelled(s); left -= 50) { /* in slices: a cancel is seen within 50 ms */
+    long slice = left < 50 ? left : 50;
+    struct timespec ts = {0, slice * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
   }
+}
+
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+  (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+  return cancelled(arg);
 }
 
 /* `key` "" is the bucket itself (listing). The URL goes to url (for messages too: it never holds credentials). */
@@ -258,6 +274,7 @@ typedef struct request {
   upload_src *body;         /* PUT */
   const char *payload_hash; /* hex SHA-256 of the body */
   int out_fd;               /* GET into a file, else into resp->mem */
+  const char *header;       /* one more header ("x-amz-copy-source: ..."), signed with the others; optional */
 } request;
 
 /* Fills err from a failed response: "<METHOD> <url>: HTTP <status> <Code>: <Message>". */
@@ -289,11 +306,19 @@ static esr_code perform(s3 *s, const request *q, response *resp, long *status_ou
     free(tok);
     if (h2) hdrs = h2;
   }
+  if (h2 && q->header) {
+    h2 = curl_slist_append(hdrs, q->header);
+    if (h2) hdrs = h2;
+  }
   if (!h2) {
     rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
     goto done;
   }
   for (int attempt = 1;; attempt++) {
+    if (cancelled(s)) {
+      rc = esr_error_set(err, ESR_E_STATE, 0, "%s %s: cancelled", q->method, url.data);
+      goto done;
+    }
     CURL *h = s->h;
     curl_easy_reset(h);
     mem_reset(&resp->mem);
@@ -334,8 +359,17 @@ static esr_code perform(s3 *s, const request *q, response *resp, long *status_ou
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, s->stall_timeout_s);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (s->cancel) {
+      curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+      curl_easy_setopt(h, CURLOPT_XFERINFODATA, s);
+      curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    }
     resp->h = h;
     CURLcode cc = curl_easy_perform(h);
+    if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(s)) {
+      rc = esr_error_set(err, ESR_E_STATE, 0, "%s %s: cancelled", q->method, url.data);
+      goto done;
+    }
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     if (q->body && q->body->mismatch) {
@@ -612,6 +646,135 @@ static esr_code s3_prune(void *impl, const char *topic, int32_t partition, int k
   return rc;
 }
 
+/* Appends the fix to a failed check's message. */
+static esr_code with_fix(esr_error *err, esr_code rc, const char *fix) {
+  if (err) {
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    esr_error_set(err, rc, err->lib_code, "%s: %s", msg, fix);
+  }
+  return rc;
+}
+
+static esr_code check_requests(s3 *s, esr_error *err) {
+  response resp = {.fd = -1};
+  membuf query = {0}, probe = {0};
+  long status = 0;
+  char host[128] = "host", pid[32];
+  esr_code rc = ESR_E_OK;
+  gethostname(host, sizeof host - 1);
+  snprintf(pid, sizeof pid, "-%ld", (long)getpid());
+  /* May it list? (A bucket that does not exist says so here.) */
+  if (mem_append(&query, "list-type=2&max-keys=1&prefix=", 30) || uri_encode(&query, s->prefix, 0) ||
+      (*s->prefix && mem_append(&query, "%2F", 3)) ||
+      /* ... and write and delete under the prefix? */
+      (*s->prefix && (mem_append(&probe, s->prefix, strlen(s->prefix)) || mem_append(&probe, "/", 1))) ||
+      mem_append(&probe, ".esr-check/", 11) || mem_append(&probe, host, strlen(host)) ||
+      mem_append(&probe, pid, strlen(pid))) {
+    rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    goto done;
+  }
+  request list = {.method = "GET", .key = "", .query = query.data, .out_fd = -1};
+  if ((rc = perform(s, &list, &resp, &status, err)) != ESR_E_OK) goto done;
+  if (!resp.mem.data || !strstr(resp.mem.data, "<ListBucketResult")) {
+    rc = esr_error_set(err, ESR_E_CONFIG, (int)status,
+                       "GET %s: the answer is not an S3 listing (is checkpoint.s3.endpoint an S3 server?)", s->base);
+    goto done;
+  }
+  upload_src empty = {.fd = -1, .mem = "", .size = 0};
+  request put = {.method = "PUT", .key = probe.data, .body = &empty, .payload_hash = EMPTY_SHA256, .out_fd = -1};
+  if ((rc = perform(s, &put, &resp, &status, err)) != ESR_E_OK) goto done;
+  request del = {.method = "DELETE", .key = probe.data, .out_fd = -1};
+  rc = perform(s, &del, &resp, &status, err);
+done:
+  /* For a check, any refusal that retrying cannot change is the configuration's (a wrong region or endpoint too). */
+  if (rc == ESR_E_IO && status >= 400 && status < 500 && status != 408 && status != 429) {
+    rc = ESR_E_CONFIG;
+    if (err) err->code = rc;
+  }
+  free(query.data);
+  free(probe.data);
+  free(resp.mem.data);
+  return rc;
+}
+
+static esr_code s3_check(void *impl, esr_error *err) {
+  s3 *s = impl;
+  /* One attempt each, bounded: the caller only wants to know, and warns when the store cannot be reached now. */
+  int attempts = s->max_attempts;
+  long connect = s->connect_timeout_ms, whole = s->request_timeout_ms;
+  s->max_attempts = 1;
+  if (s->connect_timeout_ms > CHECK_CONNECT_MS) s->connect_timeout_ms = CHECK_CONNECT_MS;
+  s->request_timeout_ms = CHECK_REQUEST_MS;
+  esr_error e = {0};
+  esr_code rc = check_requests(s, &e);
+  s->max_attempts = attempts;
+  s->connect_timeout_ms = connect;
+  s->request_timeout_ms = whole;
+  if (rc == ESR_E_OK) return rc;
+  if (err) *err = e;
+  if (rc != ESR_E_CONFIG) return rc;
+  if (e.lib_code == 404 || strstr(e.msg, "NoSuchBucket"))
+    return with_fix(err, rc, "create the bucket, or fix checkpoint.store (and checkpoint.s3.endpoint)");
+  if (e.lib_code == 401 || e.lib_code == 403)
+    return with_fix(err, rc,
+                    "check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and that "
+                    "they may list, put and delete objects under the prefix, or fix checkpoint.store");
+  return with_fix(err, rc, "fix checkpoint.store, checkpoint.s3.endpoint or checkpoint.s3.region");
+}
+
+/* Server-side copy of src_key to dst_key (CopyObject). *status gets the HTTP status. */
+static esr_code copy_object(s3 *s, const char *src_key, const char *dst_key, long *status, esr_error *err) {
+  membuf hdr = {0};
+  response resp = {.fd = -1};
+  esr_code rc = ESR_E_OK;
+  if (mem_append(&hdr, "x-amz-copy-source: /", 20) || mem_append(&hdr, s->bucket, strlen(s->bucket)) ||
+      mem_append(&hdr, "/", 1) || uri_encode(&hdr, src_key, 1)) {
+    rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    goto done;
+  }
+  upload_src empty = {.fd = -1, .mem = "", .size = 0};
+  request q = {.method = "PUT", .key = dst_key, .body = &empty, .payload_hash = EMPTY_SHA256, .out_fd = -1,
+               .header = hdr.data};
+  rc = perform(s, &q, &resp, status, err);
+  /* S3 may answer 200 and report a failure in the body. */
+  if (rc == ESR_E_OK && !(resp.mem.data && strstr(resp.mem.data, "CopyObjectResult"))) {
+    char *code = xml_first(resp.mem.data, "Code");
+    rc = esr_error_set(err, ESR_E_IO, (int)*status, "copy of %s to %s failed: %s", src_key, dst_key,
+                       code ? code : "no CopyObjectResult");
+    free(code);
+  }
+done:
+  free(hdr.data);
+  free(resp.mem.data);
+  return rc;
+}
+
+static esr_code s3_quarantine(void *impl, const char *topic, int32_t partition, int64_t next_offset,
+                              esr_error *err) {
+  s3 *s = impl;
+  char key[PATH_CAP], aside[PATH_CAP + 64], stamp[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+  static const char *const exts[] = {".json", ".db"}; /* manifest first: it stops being listed at once */
+  esr_code rc = ESR_E_OK;
+  for (int i = 0; i < 2 && rc == ESR_E_OK; i++) {
+    if (object_key(s, topic, partition, next_offset, exts[i], key, sizeof key) != 0)
+      return esr_error_set(err, ESR_E_CONFIG, 0, "key too long");
+    snprintf(aside, sizeof aside, "%s.bad-%s", key, stamp);
+    long status = 0;
+    rc = copy_object(s, key, aside, &status, err);
+    if (rc != ESR_E_OK && status == 404) { /* gone already (pruned meanwhile): nothing to set aside */
+      rc = ESR_E_OK;
+      continue;
+    }
+    if (rc == ESR_E_OK) rc = delete_object(s, topic, partition, next_offset, exts[i], err);
+  }
+  return rc;
+}
+
 static void s3_close(void *impl) {
   s3 *s = impl;
   if (!s) return;
@@ -626,7 +789,7 @@ static void s3_close(void *impl) {
   free(s);
 }
 
-static const esr__cpstore_ops S3_OPS = {s3_upload, s3_list, s3_fetch, s3_prune, s3_close};
+static const esr__cpstore_ops S3_OPS = {s3_upload, s3_list, s3_fetch, s3_prune, s3_check, s3_quarantine, s3_close};
 
 /* ---- opening ----------------------------------------------------------------------------------------------------- */
 
@@ -714,6 +877,8 @@ esr_code esr__cpstore_s3_open(const char *bucket, const char *prefix, const esr_
   s->max_attempts = o.max_attempts > 0 ? o.max_attempts : 4;
   s->backoff_ms = o.backoff_ms > 0 ? o.backoff_ms : 200;
   s->page_size = o.list_page_size > 0 && o.list_page_size <= 1000 ? o.list_page_size : 1000;
+  s->cancel = o.cancel;
+  s->cancel_arg = o.cancel_arg;
   *ops = &S3_OPS;
   *impl = s;
   return ESR_E_OK;

@@ -2,6 +2,7 @@
 #include "esr/kafka.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -77,11 +78,92 @@ static const kafka_default *managed_key(const char *key) {
   return NULL;
 }
 
+/* librdkafka's properties that hold secrets and that it may quote in a log line (an sasl.oauthbearer.config it cannot
+ * parse is logged from where the parse failed). */
+static const char *const SECRET_PROPERTIES[] = {"sasl.password", "sasl.oauthbearer.config",
+                                                "sasl.oauthbearer.client.secret", "ssl.key.password",
+                                                "ssl.keystore.password", NULL};
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
   int esr_level = level <= LOG_ERR ? ESR_LOG_ERROR : level <= LOG_WARNING ? ESR_LOG_WARN
                                                    : level <= LOG_INFO    ? ESR_LOG_INFO
                                                                           : ESR_LOG_DEBUG;
-  esr_log(esr_level, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+  if (!esr_log_enabled(esr_level)) return;
+  char text[1024];
+  snprintf(text, sizeof text, "%s", buf);
+  const rd_kafka_conf_t *conf = rd_kafka_conf((rd_kafka_t *)rk);
+  for (int i = 0; conf && SECRET_PROPERTIES[i]; i++) {
+    char value[512];
+    size_t len = sizeof value;
+    if (rd_kafka_conf_get(conf, SECRET_PROPERTIES[i], value, &len) != RD_KAFKA_CONF_OK || !value[0]) continue;
+    esr_config_mask(text, sizeof text, value);
+    /* A parse error quotes the rest of the value from where it failed: its longest tail that appears goes too. */
+    for (size_t k = 1; k + 4 <= strlen(value); k++)
+      if (strstr(text, value + k)) {
+        esr_config_mask(text, sizeof text, value + k);
+        break;
+      }
+  }
+  esr_log(esr_level, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, text);
+}
+
+/* The librdkafka property closest to `key` (for "did you mean"), or "" when none is close; from librdkafka's own table
+ * (rd_kafka_conf_properties_show), so that it matches the library linked. */
+static void closest_property(const char *key, char *out, size_t cap) {
+  out[0] = '\0';
+  char *table = NULL;
+  size_t size = 0;
+  FILE *f = open_memstream(&table, &size);
+  if (!f) return;
+  rd_kafka_conf_properties_show(f);
+  if (fclose(f) != 0 || !table) {
+    free(table);
+    return;
+  }
+  size_t best = 4; /* at most 3 edits */
+  for (char *line = table, *next; line && *line; line = next) {
+    next = strchr(line, '\n');
+    if (next) *next++ = '\0';
+    size_t n = strspn(line, "abcdefghijklmnopqrstuvwxyz0123456789._");
+    if (n == 0 || n >= 128 || line[n] != ' ' || !strchr(line + n, '|')) continue; /* not a row of the table */
+    line[n] = '\0';
+    size_t d = esr_config_key_distance(key, line);
+    if (d < best) {
+      best = d;
+      snprintf(out, cap, "%s", line);
+    }
+  }
+  free(table);
+}
+
+/* The configuration error for a kafka.* key librdkafka refused: the key, never a value that may be a secret (a
+ * property librdkafka does not know may be a misspelled secret), and librdkafka's words without any secret value. */
+static void refused(const esr_config *cfg, const char *key, const char *value, rd_kafka_conf_res_t res, char *errstr,
+                    size_t cap, esr_error *err) {
+  for (size_t n = strlen(errstr); n > 0 && (errstr[n - 1] == '\n' || errstr[n - 1] == ' '); n--) errstr[n - 1] = '\0';
+  esr_config_redact(cfg, errstr, cap);
+  char full[300];
+  snprintf(full, sizeof full, "kafka.%s", key);
+  if (res == RD_KAFKA_CONF_UNKNOWN) {
+    char near[128];
+    closest_property(key, near, sizeof near);
+    if (near[0])
+      esr_error_set(err, ESR_E_CONFIG, 0,
+                    "config: %s: librdkafka %s has no such property (the value is not shown: it may be a secret); "
+                    "did you mean kafka.%s?",
+                    full, rd_kafka_version_str(), near);
+    else
+      esr_error_set(err, ESR_E_CONFIG, 0,
+                    "config: %s: librdkafka %s has no such property (the value is not shown: it may be a secret); "
+                    "see librdkafka's CONFIGURATION.md for the property names",
+                    full, rd_kafka_version_str());
+  } else if (esr_config_key_is_secret(full)) {
+    esr_config_mask(errstr, cap, value);
+    esr_error_set(err, ESR_E_CONFIG, 0, "config: %s: librdkafka refuses its value (not shown: it may be a secret): %s",
+                  full, errstr);
+  } else {
+    esr_error_set(err, ESR_E_CONFIG, 0, "config: %s = '%s': %s", full, value, errstr);
+  }
 }
 
 esr_code esr_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *count, esr_error *err) {
@@ -135,8 +217,9 @@ rd_kafka_conf_t *esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, 
     }
     if (role == ESR_KAFKA_PRODUCER && consumer_only(key)) continue;
     if (role == ESR_KAFKA_CONSUMER && producer_only(key)) continue;
-    if (rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-      esr_error_set(err, ESR_E_CONFIG, 0, "config: kafka.%s = '%s': %s", key, value, errstr);
+    rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr);
+    if (res != RD_KAFKA_CONF_OK) {
+      refused(cfg, key, value, res, errstr, sizeof errstr, err);
       goto fail;
     }
     /* Read the managed settings back rather than compare names: librdkafka has aliases (request.required.acks). */
@@ -148,10 +231,12 @@ rd_kafka_conf_t *esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, 
       int same = strcmp(now, defs[d].value) == 0 ||
                  (strcmp(defs[d].key, "acks") == 0 && (strcmp(now, "-1") == 0 || strcmp(now, "all") == 0));
       if (!same) {
+        char full[300];
+        snprintf(full, sizeof full, "kafka.%s", key);
         esr_error_set(err, ESR_E_CONFIG, 0,
                       "config: kafka.%s = '%s' changes %s, which esr manages (it must stay %s so that recovery is "
                       "exact and nothing is skipped, lost or duplicated): remove kafka.%s",
-                      key, value, defs[d].key, defs[d].value, key);
+                      key, esr_config_key_is_secret(full) ? "***" : value, defs[d].key, defs[d].value, key);
         goto fail;
       }
     }

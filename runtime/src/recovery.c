@@ -13,6 +13,7 @@
 
 #include "esr/checkpoint.h"
 #include "esr/clock.h"
+#include "esr/cplister.h"
 #include "esr/store.h"
 
 const char *esr_recovery_step_name(esr_recovery_step step) {
@@ -100,10 +101,27 @@ static esr_code check_live(const char *live, const char *topic, int32_t partitio
   sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
   sqlite3_busy_timeout(db, 5000);
   if (quick_check && (rc = quick_check_db(db, err)) != ESR_E_OK) goto out;
-  int prc = sqlite3_prepare_v2(db, "SELECT topic, partition, next_offset FROM esr_offsets", -1, &st, NULL);
-  if (prc != SQLITE_OK) {
-    /* A database that never opened as a partition (no esr tables): nothing in it, start from the ladder below. */
-    if (strstr(sqlite3_errmsg(db), "no such table")) goto out;
+  /* Decided from the schema, not from an error's text: a database without any table never opened as a partition
+   * (the store creates esr_offsets first), so it holds nothing and the partition starts from offset 0; one with
+   * tables but no esr_offsets is not a partition's (or lost its position): it must not be resumed at 0 over the
+   * state it holds. */
+  if (sqlite3_prepare_v2(db, "SELECT count(*), count(CASE WHEN name = 'esr_offsets' THEN 1 END) FROM sqlite_schema",
+                         -1, &st, NULL) != SQLITE_OK ||
+      sqlite3_step(st) != SQLITE_ROW) {
+    int code = sqlite3_extended_errcode(db);
+    rc = esr_error_set(err, (code & 0xff) == SQLITE_CORRUPT || code == SQLITE_NOTADB ? ESR_E_CORRUPT : ESR_E_IO, code,
+                       "reading its schema: %s", sqlite3_errmsg(db));
+    goto out;
+  }
+  int64_t objects = sqlite3_column_int64(st, 0), has_offsets = sqlite3_column_int64(st, 1);
+  sqlite3_finalize(st);
+  st = NULL;
+  if (objects == 0) goto out; /* empty: nothing to resume, nothing to lose */
+  if (!has_offsets) {
+    rc = esr_error_set(err, ESR_E_CORRUPT, 0, "it holds %" PRId64 " tables or indexes but no esr_offsets", objects);
+    goto out;
+  }
+  if (sqlite3_prepare_v2(db, "SELECT topic, partition, next_offset FROM esr_offsets", -1, &st, NULL) != SQLITE_OK) {
     rc = esr_error_set(err, ESR_E_CORRUPT, sqlite3_extended_errcode(db), "reading esr_offsets: %s",
                        sqlite3_errmsg(db));
     goto out;
@@ -148,6 +166,51 @@ static void drop(esr_manifest_list *l, size_t i) {
   l->n--;
 }
 
+/* The remote store's listing, when a lister consults it in the background. */
+typedef struct remote_query {
+  esr_cplist_ticket *ticket; /* pending; NULL once answered, failed or given up */
+  int64_t down_ms;           /* not waited for: known to be down for this long */
+} remote_query;
+
+/* Takes the remote listing if it comes in time. With a valid local state (`have_local`) the store is only an
+ * optimisation: it gets env->store_wait_ms from the start of the ladder, and nothing while it is known to be down.
+ * Without one the partition may wait for it, up to env->store_wait_cold_ms from the start of the ladder, and no
+ * longer than that from the start of the store's outage (so that many partitions do not wait one after the other). */
+static void await_remote(const esr_recovery_env *env, remote_query *q, int have_local, int64_t t0,
+                         esr_manifest_list **remote, esr_recovery_result *r) {
+  if (!q->ticket) return;
+  int64_t now = esr_now_ms(), down = esr_cplister_unhealthy_ms(env->lister), timeout;
+  if (have_local) {
+    timeout = down ? 0 : env->store_wait_ms - (now - t0);
+    q->down_ms = down;
+  } else {
+    timeout = env->store_wait_cold_ms - (now - t0);
+    if (down && env->store_wait_cold_ms - down < timeout) timeout = env->store_wait_cold_ms - down;
+  }
+  if (timeout < 0) timeout = 0;
+  if (!esr_cplister_wait(q->ticket, (int)timeout)) {
+    if (have_local) return; /* kept: should the local state turn out unusable, it may be waited for again */
+    note(r, "remote store %s: no answer within %d ms (recovery.store.wait.cold.ms)", esr_cplister_url(env->lister),
+         env->store_wait_cold_ms);
+  } else {
+    esr_error e = {0};
+    if (esr_cplister_result(q->ticket, remote, &e) != ESR_E_OK)
+      note(r, "remote store %s not listed (%s)", esr_cplister_url(env->lister), e.msg);
+  }
+  esr_cplister_drop(q->ticket);
+  q->ticket = NULL;
+}
+
+/* Sets a remote checkpoint that failed its verification aside in the store, as a local one is. */
+static void quarantine_remote(const esr_recovery_env *env, const esr_manifest *m, esr_recovery_result *r) {
+  /* m may be a partition of another name only if the store's listing lied: esr_cpstore_list checks it. */
+  esr_error e = {0};
+  if (esr_cpstore_quarantine(env->store, m->topic, m->partition, m->next_offset, &e) == ESR_E_OK)
+    note(r, "set aside in the store (*.bad-<time>)");
+  else
+    note(r, "could not be set aside in the store (%s)", e.msg);
+}
+
 esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t partition, esr_recovery_result *r,
                      esr_error *err) {
   memset(r, 0, sizeof *r);
@@ -156,6 +219,9 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
   char live[4096];
   esr_store_path(live, sizeof live, env->state_dir, topic, partition);
   esr_code rc = ESR_E_OK;
+  /* The remote listing first, so that it runs while the local state is checked. */
+  remote_query rq = {0};
+  if (env->store && env->lister) rq.ticket = esr_cplister_ask(env->lister, topic, partition);
 
   /* Candidate 1: the live database (its full check may be deferred: env->quick_check). */
   int64_t live_next = -1;
@@ -176,13 +242,14 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
     esr_error_prefix(err, "%s[%d]: local checkpoints", topic, (int)partition);
     goto out;
   }
-  if (env->store) {
+  if (env->store && !env->lister) {
     esr_error e = {0};
     if (esr_cpstore_list(env->store, topic, partition, &remote, &e) != ESR_E_OK) {
       note(r, "remote store %s not listed (%s)", esr_cpstore_url(env->store), e.msg);
       remote = NULL;
     }
   }
+  await_remote(env, &rq, live_next >= 0 || local->n > 0, t0, &remote, r);
   /* The usual restart: the live database is at least as new as any checkpoint. It needs no log bounds (a gap is then
    * refused by the consumer when it fetches: auto.offset.reset=error) — one broker round trip less per partition. */
   if (live_next >= 0 && (!local->n || local->v[0]->next_offset <= live_next) &&
@@ -211,6 +278,10 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
     if (li < local->n && local->v[li]->next_offset > best) {
       best = local->v[li]->next_offset;
       step = ESR_RECOVERY_LOCAL;
+    }
+    if (rq.ticket) { /* still pending: a partition left without local state may wait for it now */
+      await_remote(env, &rq, step != ESR_RECOVERY_LOG, t0, &remote, r);
+      if (remote) continue;
     }
     if (remote) {
       while (ri < remote->n && !covered(r, remote->v[ri]->next_offset)) ri++;
@@ -266,7 +337,8 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
         if (e.code != ESR_E_CORRUPT) { /* the store is unreachable: use what is here */
           esr_manifest_list_free(remote);
           remote = NULL;
-        } else { /* try the next older one */
+        } else { /* set it aside there (so that no one fetches it again), try the next older one */
+          quarantine_remote(env, m, r);
           drop(remote, ri);
         }
         continue;
@@ -297,6 +369,15 @@ esr_code esr_recover(const esr_recovery_env *env, const char *topic, int32_t par
   }
   rc = ESR_E_OK;
 out:
+  if (rq.ticket) { /* the local state won: the store was not waited for */
+    if (rq.down_ms)
+      note(r, "remote store %s not consulted: unreachable (failing for %" PRId64 " ms)", esr_cplister_url(env->lister),
+           rq.down_ms);
+    else
+      note(r, "remote store %s not consulted: no answer within %d ms (recovery.store.wait.ms)",
+           esr_cplister_url(env->lister), env->store_wait_ms);
+    esr_cplister_drop(rq.ticket);
+  }
   if (rc == ESR_E_OK && r->step == ESR_RECOVERY_LIVE)
     r->live_db = live_db;
   else

@@ -140,7 +140,8 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
                                .store_url = cfg->checkpoint_store,
                                .store_opts = {.endpoint = cfg->checkpoint_s3_endpoint,
                                               .region = cfg->checkpoint_s3_region},
-                               .keep = cfg->checkpoint_keep};
+                               .keep = cfg->checkpoint_keep,
+                               .lister_threads = w->n_appliers};
   if ((rc = esr_checkpointer_new(&cpo, &w->checkpointer, err)) != ESR_E_OK) goto fail;
   char errstr[512];
   if (!w->commit_kafka) {

@@ -16,6 +16,10 @@
  *                                checkpoint; then the live database lost too; then no checkpoint at all): each restart
  *                                must refuse the partition naming the needed offset and the log start, apply nothing,
  *                                create nothing, move nothing aside, quarantine no valid checkpoint.
+ *   unreachable_store_holds_no_restart — checkpoint.store on a closed port: partitions with a valid live database
+ *                                resume from it at once (together faster than one listing of the store fails), one
+ *                                without local state waits no longer than recovery.store.wait.cold.ms, a stop does not
+ *                                wait for uploads, and temporaries a killed checkpoint left are removed at restart.
  */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -30,6 +34,11 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "esr/cpstore.h"
 #include "esrt_case.h"
 #include "esrt_kafka.h"
 #include "esrt_ledger.h"
@@ -572,11 +581,161 @@ static void retention_refuses_gap(void **state) {
   c->passed = 1;
 }
 
+/* ------------------------------------------------------------------------------------------------------------ */
+
+/* A loopback port nobody listens on: an S3 endpoint there refuses every connection, and the store retries. */
+static int closed_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* Issue 10, item 5: with `checkpoint.store = s3://...` unreachable, a restart is not held up: every partition with a
+ * valid live database resumes from it at once (all of them together in less time than one listing of the store
+ * takes to fail, measured here with the worker's own store settings), a partition without local state waits for the
+ * store no longer than recovery.store.wait.cold.ms, the stop before it does not wait for uploads, and the temporary
+ * files a killed checkpoint left are gone after the restart. */
+static void unreachable_store_holds_no_restart(void **state) {
+  esrt_case *c = *state;
+  enum { P = 16, COLD = 15, COLD_WAIT_MS = 400 };
+  const char *topics[] = {"unr:16", "unr.dlq:1", NULL};
+  esrt_mock mock;
+  assert_int_equal(0, esrt_mock_start(&mock, ESR_BIN, c->dir, 1, topics, 20000));
+  esrt_producer *prod = esrt_case_defer(c, free_producer, esrt_producer_new(mock.bootstrap));
+  assert_non_null(prod);
+  rd_kafka_t *rk = esrt_case_defer(c, free_client, esrt_kafka_client_new(mock.bootstrap));
+  assert_non_null(rk);
+  esrt_gen_opts g = {.seed = 1010, .events = 6000, .accounts = 800, .partitions = P, .bad_share = 0.02,
+                     .prefix_kinds = 1};
+  size_t n;
+  esrt_event *ev = esrt_ledger_generate(&g, &n);
+  assert_non_null(ev);
+
+  char endpoint[64], state_dir[1100], cp_dir[1200], conf[1024];
+  snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", closed_port());
+  setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1); /* the worker inherits them */
+  setenv("AWS_SECRET_ACCESS_KEY", "secret-of-a-store-that-is-down", 1);
+  snprintf(state_dir, sizeof state_dir, "%s/state", c->dir);
+  snprintf(cp_dir, sizeof cp_dir, "%s/checkpoints", state_dir);
+  assert_int_equal(0, esrt_write_worker_config(conf, sizeof conf, c->dir, "unr", mock.bootstrap, "unr", "unr.dlq",
+                                               state_dir, LEDGER_SO,
+                                               "assignment = static\npartitions = 0-15\napply.threads = 2\n"
+                                               "batch.max.events = 100\ncheckpoint.interval.events = 0\n"
+                                               "checkpoint.interval.ms = 0\ncheckpoint.store = s3://esr-down/cp\n"
+                                               "checkpoint.s3.endpoint = %s\nrecovery.store.wait.cold.ms = %d\n",
+                                               endpoint, COLD_WAIT_MS));
+  /* How long one listing of this store takes to fail: its retries, with the settings the worker has. */
+  esr_cpstore_opts so = {.endpoint = endpoint};
+  esr_cpstore *store = NULL;
+  esr_error err = {0};
+  assert_int_equal(ESR_E_OK, esr_cpstore_open("s3://esr-down/cp", &so, &store, &err));
+  esr_manifest_list *l = NULL;
+  int64_t t0 = esrt_now_ms();
+  assert_int_equal(ESR_E_IO, esr_cpstore_list(store, "unr", 0, &l, &err));
+  int64_t retry_ms = esrt_now_ms() - t0;
+  esr_cpstore_close(store);
+  printf("# the store's listing fails after %" PRId64 " ms of retries: %s\n", retry_ms, err.msg);
+  assert_non_null(strstr(err.msg, "after 4 attempts")); /* the premise: retries are what takes the time */
+
+  /* Worker 1 applies everything; the store is unreachable all along (a warning at start, not an exit). */
+  produce(prod, "unr", ev, 0, n / 2);
+  esrt_proc w1;
+  assert_int_equal(0, esrt_start_worker(&w1, ESR_BIN, c->dir, "worker-1", conf));
+  const char *dirs[] = {state_dir};
+  assert_int_equal(0, esrt_wait_caught_up(rk, "unr", P, dirs, 1, CAUGHT_UP_MS));
+  assert_true(esrt_file_contains(w1.err_path, "the checkpoint store cannot be reached now"));
+  /* Its stop checkpoints all 16 partitions on release; their uploads go on in the background and do not hold the
+   * stop (before: 16 uploads' retries one after the other). */
+  t0 = esrt_now_ms();
+  assert_int_equal(0, esrt_stop(&w1, 120000));
+  int64_t stop_ms = esrt_now_ms() - t0;
+  printf("# worker 1 stopped in %" PRId64 " ms, 16 release checkpoints included\n", stop_ms);
+  for (int p = 0; p < P; p++) {
+    int64_t newest = -1;
+    assert_int_equal(1, esrt_checkpoint_offsets(cp_dir, "unr", p, &newest, 1)); /* written locally */
+  }
+  assert_true(stop_ms < 4 * retry_ms);
+
+  /* While it is stopped: a checkpoint killed mid-way left its temporaries; one partition loses all its local state. */
+  char path[1400];
+  static const char *const leftovers[] = {"unr-3/.tmp-Kq81zX", "unr-3/.tmp-Kq81zX-journal", "unr-9/.tmp-p0Ow2m"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(path, sizeof path, "%s/%s", cp_dir, leftovers[i]);
+    assert_int_equal(0, esrt_write_file(path, "half a copy"));
+  }
+  snprintf(path, sizeof path, "%s/unr-3.db.restore-Zr55aQ", state_dir);
+  assert_int_equal(0, esrt_write_file(path, "half a restore"));
+  assert_true(esrt_remove_live_db(state_dir, "unr", COLD) >= 1);
+  snprintf(path, sizeof path, "%s/unr-%d", cp_dir, COLD);
+  assert_int_equal(0, esrt_rmtree(path));
+  int64_t live[P];
+  for (int p = 0; p < P; p++) {
+    esrt_part_state ps;
+    assert_int_equal(0, esrt_read_position(state_dir, "unr", p, &ps));
+    live[p] = p == COLD ? 0 : ps.next_offset;
+  }
+  produce(prod, "unr", ev, n / 2, n);
+
+  esrt_proc w2;
+  assert_int_equal(0, esrt_start_worker(&w2, ESR_BIN, c->dir, "worker-2", conf));
+  assert_int_equal(0, esrt_wait_caught_up(rk, "unr", P, dirs, 1, CAUGHT_UP_MS));
+  assert_int_equal(0, esrt_stop(&w2, 120000));
+  esrt_wlog *wl = read_log(c, &w2, "unr");
+  assert_int_equal(0, wl->n_stopped);
+  const esrt_assignment *a[P];
+  int64_t together = 0;
+  for (int p = 0; p < P; p++) {
+    a[p] = only_assignment(wl, p);
+    printf("# unr[%d]: %s at %" PRId64 " in %" PRId64 " ms (opened in %" PRId64 " ms); %s\n", p, a[p]->step,
+           a[p]->offset, a[p]->recovery_ms, a[p]->opened_ms, a[p]->detail);
+    if (p != COLD) together += a[p]->recovery_ms;
+  }
+  printf("# %d partitions with a valid live database: %" PRId64 " ms of recovery together, against %" PRId64
+         " ms for one listing of the store to fail\n",
+         P - 1, together, retry_ms);
+  assert_true(together < retry_ms);
+  assert_true(a[COLD]->recovery_ms <= COLD_WAIT_MS + 100); /* the bound, and no more */
+  assert_true(a[COLD]->recovery_ms < retry_ms);
+  for (int p = 0; p < P; p++) {
+    if (p == COLD) {
+      expect_step(a[p], "log replay from offset 0", 0);
+      expect_detail(a[p], "no answer within 400 ms");
+    } else {
+      expect_step(a[p], "live database", live[p]);
+      expect_detail(a[p], "not consulted");
+    }
+  }
+
+  /* the leftovers are gone, and said so */
+  assert_int_equal(0, esrt_dir_count_prefix(state_dir, "unr-3.db.restore-", NULL, 0));
+  for (int p = 0; p < P; p++) {
+    snprintf(path, sizeof path, "%s/unr-%d", cp_dir, p);
+    assert_int_equal(0, esrt_dir_count_prefix(path, ".tmp-", NULL, 0));
+  }
+  assert_true(esrt_file_contains(w2.err_path, "removed 4 temporary files left by a killed worker"));
+
+  esrt_records src = {0};
+  esrt_oracle *o = esrt_ledger_oracle_from_log(mock.bootstrap, "unr", P, ev, n, &src);
+  assert_non_null(o);
+  expect_exact(mock.bootstrap, o, &src, "unr", "unr.dlq", state_dir, P);
+  esrt_oracle_free(o);
+  esrt_records_free(&src);
+  esrt_events_free(ev, n);
+  esrt_case_cleanup(c);
+  assert_int_equal(0, esrt_mock_stop(&mock));
+  c->passed = 1;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(ladder_under_damage, setup, teardown),
       cmocka_unit_test_setup_teardown(retention_restores_checkpoint, setup, teardown),
       cmocka_unit_test_setup_teardown(retention_refuses_gap, setup, teardown),
+      cmocka_unit_test_setup_teardown(unreachable_store_holds_no_restart, setup, teardown),
   };
   return cmocka_run_group_tests_name("recovery", tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 /* test_s3.c — esr/cpstore.h's s3:// backend against a local S3-compatible server (@20minutes/s3rver, which checks
  * Signature V4) started on loopback for this test: upload, list (with pagination), fetch + verify + restore, prune,
  * a data object without manifest, a corrupted remote object, a corrupted local file at upload, key prefixes that
- * need encoding, and the errors of a wrong secret and a missing bucket. The server runs on a port the kernel picks;
+ * need encoding, and the errors of a wrong secret and a missing bucket; the check at start (a missing bucket, a wrong
+ * secret, and `esr run` exiting 2 for the former), a damaged checkpoint set aside in the bucket (CopyObject, DELETE)
+ * and the recovery ladder doing so. The server runs on a port the kernel picks;
  * it is stopped in the group teardown, and dies with this process otherwise (its standard input is our pipe, and
  * PR_SET_PDEATHSIG). */
 #include <setjmp.h>
@@ -21,6 +23,8 @@
 #include <time.h>
 
 #include "esr/cpstore.h"
+#include "esr/recovery.h"
+#include "esrt_proc.h"
 #include "unit_util.h"
 #include "unit_checkpoint.h"
 
@@ -46,13 +50,26 @@ static double now_s(void) {
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static size_t discard(char *p, size_t s, size_t n, void *arg) {
-  (void)p;
-  (void)arg;
+/* Keeps up to 64 KiB of a response body (NUL-terminated) in the buffer given. */
+typedef struct body_buf {
+  char data[65536];
+  size_t len;
+} body_buf;
+
+static size_t keep_body(char *p, size_t s, size_t n, void *arg) {
+  body_buf *b = arg;
+  size_t take = s * n;
+  if (take > sizeof b->data - 1 - b->len) take = sizeof b->data - 1 - b->len;
+  memcpy(b->data + b->len, p, take);
+  b->len += take;
+  b->data[b->len] = '\0';
   return s * n;
 }
 
-/* A raw request to the server (signed like the store's own): the test's hands on the bucket. Returns the status. */
+static body_buf last_body;
+
+/* A raw request to the server (signed like the store's own): the test's hands on the bucket. Returns the status; the
+ * body of the answer is in last_body. */
 static long raw(const char *method, const char *path, const char *body, const char *secret) {
   CURL *h = curl_easy_init();
   assert_non_null(h);
@@ -70,7 +87,10 @@ static long raw(const char *method, const char *path, const char *body, const ch
   curl_easy_setopt(h, CURLOPT_AWS_SIGV4, "aws:amz:us-east-1:s3");
   curl_easy_setopt(h, CURLOPT_USERNAME, KEY_ID);
   curl_easy_setopt(h, CURLOPT_PASSWORD, secret ? secret : SECRET);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+  last_body.len = 0;
+  last_body.data[0] = '\0';
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, keep_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &last_body);
   if (body) {
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -410,6 +430,134 @@ static void wrong_secret_and_missing_bucket(void **state) {
   esr_manifest_free(m);
 }
 
+/* ---- issue 10, item 5: checked at start, damaged checkpoints set aside in the store ----------------------------- */
+
+/* The keys under the fixture's partition prefix (a listing by raw request): how many contain `needle`. */
+static int keys_containing(fixture *f, const char *needle) {
+  char path[512];
+  snprintf(path, sizeof path, "/" BUCKET "?list-type=2&prefix=t%d%%2Fcheckpoints%%2F" TOPIC "-%d%%2F", test_no, PART);
+  assert_int_equal(raw("GET", path, NULL, NULL), 200);
+  int n = 0;
+  for (const char *p = last_body.data; (p = strstr(p, "<Key>")); p += 5) {
+    const char *end = strstr(p, "</Key>");
+    if (end && memmem(p, (size_t)(end - p), needle, strlen(needle))) n++;
+  }
+  return n;
+}
+
+static void check_at_start(void **state) {
+  fixture *f = *state;
+  esr_error err = {0};
+  assert_int_equal(esr_cpstore_check(f->store, &err), ESR_E_OK);
+  /* its probe object was written and deleted again */
+  char probe[512], host[128] = "host";
+  gethostname(host, sizeof host - 1);
+  snprintf(probe, sizeof probe, "/" BUCKET "/t%d/checkpoints/.esr-check/%s-%ld", test_no, host, (long)getpid());
+  assert_int_equal(raw("GET", probe, NULL, NULL), 404);
+  /* a bucket that does not exist, and a wrong secret: the configuration's to fix, said at start */
+  esr_cpstore *nobucket = open_store("s3://no-such-bucket/x", SECRET, 0);
+  assert_int_equal(esr_cpstore_check(nobucket, &err), ESR_E_CONFIG);
+  assert_contains(err.msg, "NoSuchBucket");
+  assert_contains(err.msg, "create the bucket");
+  esr_cpstore_close(nobucket);
+  esr_cpstore *bad = open_store(f->url, "not-the-secret", 0);
+  assert_int_equal(esr_cpstore_check(bad, &err), ESR_E_CONFIG);
+  assert_contains(err.msg, "HTTP 403");
+  assert_contains(err.msg, "check the credentials");
+  assert_not_contains(err.msg, "not-the-secret");
+  esr_cpstore_close(bad);
+}
+
+static void quarantine_sets_aside_in_the_bucket(void **state) {
+  fixture *f = *state;
+  esr_manifest *a = checkpoint_and_upload(f, f->store, 40), *b = checkpoint_and_upload(f, f->store, 40);
+  esr_error err = {0};
+  assert_int_equal(esr_cpstore_quarantine(f->store, TOPIC, PART, 80, &err), ESR_E_OK);
+  esr_manifest_list *l = list_ok(f->store);
+  assert_int_equal(l->n, 1);
+  assert_int_equal(l->v[0]->next_offset, 40);
+  esr_manifest_list_free(l);
+  assert_int_equal(raw("GET", object(f, 80, ".json"), NULL, NULL), 404);
+  assert_int_equal(raw("GET", object(f, 80, ".db"), NULL, NULL), 404);
+  assert_int_equal(keys_containing(f, "00000000000000000080.json.bad-"), 1);
+  assert_int_equal(keys_containing(f, "00000000000000000080.db.bad-"), 1);
+  /* gone already: nothing to do; pruning leaves what was set aside */
+  assert_int_equal(esr_cpstore_quarantine(f->store, TOPIC, PART, 80, &err), ESR_E_OK);
+  assert_int_equal(esr_cpstore_prune(f->store, TOPIC, PART, 1, &err), ESR_E_OK);
+  assert_int_equal(keys_containing(f, ".bad-"), 2);
+  esr_manifest_free(a);
+  esr_manifest_free(b);
+}
+
+/* The ladder of a node with nothing local: the damaged newest remote checkpoint is skipped and set aside in the
+ * bucket, the older one restored; the checkpoint the node writes later at the same offset is listed and fetched. */
+static void ladder_sets_damaged_remote_aside(void **state) {
+  fixture *f = *state;
+  esr_manifest_free(checkpoint_and_upload(f, f->store, 60));
+  esr_manifest_free(checkpoint_and_upload(f, f->store, 60)); /* 60, 120 */
+  assert_int_equal(raw("PUT", object(f, 120, ".db"), "SQLite format 3 but not really", NULL), 200);
+  esr_recovery_env env = {.state_dir = f->node2_state, .cp_dir = f->node2_cps, .store = f->store, .quick_check = 1};
+  esr_recovery_result r;
+  esr_error err = {0};
+  if (esr_recover(&env, TOPIC, PART, &r, &err) != ESR_E_OK) fail_msg("recover: %s", err.msg);
+  esr_recovery_result_release(&r);
+  assert_int_equal(r.step, ESR_RECOVERY_REMOTE);
+  assert_int_equal(r.next_offset, 60);
+  assert_contains(r.detail, "set aside in the store");
+  assert_int_equal(keys_containing(f, "00000000000000000120.db.bad-"), 1);
+  assert_int_equal(keys_containing(f, "00000000000000000120.json.bad-"), 1);
+  /* node 2 goes on to 120 and uploads its own checkpoint there */
+  cpt_part p2;
+  cpt_open(&p2, f->node2_state, TOPIC, PART);
+  assert_int_equal(p2.pos.next_offset, 60);
+  cpt_commit(&p2, 60);
+  char db2[4300];
+  esr_store_path(db2, sizeof db2, f->node2_state, TOPIC, PART);
+  esr_manifest *m = NULL;
+  assert_int_equal(esr_checkpoint_write(db2, f->node2_cps, TOPIC, PART, NULL, &m, &err), ESR_E_OK);
+  cpt_close(&p2);
+  assert_int_equal(esr_cpstore_upload(f->store, f->node2_cps, m, &err), ESR_E_OK);
+  esr_manifest_list *l = list_ok(f->store);
+  assert_int_equal(l->n, 2);
+  assert_int_equal(l->v[0]->next_offset, 120);
+  char node3[4300];
+  snprintf(node3, sizeof node3, "%s/node3", f->dir);
+  if (esr_cpstore_fetch(f->store, l->v[0], node3, &err) != ESR_E_OK) fail_msg("fetch: %s", err.msg);
+  assert_int_equal(keys_containing(f, "00000000000000000120.db.bad-"), 1);
+  esr_manifest_list_free(l);
+  esr_manifest_free(m);
+}
+
+/* `esr run` with a bucket that does not exist: exit 2 at start, one line naming checkpoint.store and the fix. */
+static void worker_refuses_missing_bucket(void **state) {
+  fixture *f = *state;
+  char conf[4300], state_dir[4300];
+  snprintf(conf, sizeof conf, "%s/worker.conf", f->dir);
+  snprintf(state_dir, sizeof state_dir, "%s/worker-state", f->dir);
+  assert_int_equal(esrt_write_file(conf,
+                                   "topics = ledger\nstate.dir = %s\nhandlers = %s/good.so\ndlq.topic = ledger.dlq\n"
+                                   "kafka.bootstrap.servers = 127.0.0.1:1\nkafka.group.id = s3-test\n"
+                                   "log.format = json\ncheckpoint.store = s3://no-such-bucket/cp\n"
+                                   "checkpoint.s3.endpoint = %s\n",
+                                   state_dir, ESR_TEST_PLUGIN_DIR, srv.endpoint),
+                   0);
+  setenv("AWS_ACCESS_KEY_ID", KEY_ID, 1);
+  setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+  esrt_proc w;
+  char *argv[] = {ESR_BIN, "run", "--config", conf, NULL};
+  assert_int_equal(esrt_spawn(&w, f->dir, "worker", argv, 0), 0);
+  assert_int_equal(esrt_wait(&w, 30000), 0);
+  assert_int_equal(esrt_exit_code(&w), 2);
+  char *err = esrt_read_file(w.err_path, NULL);
+  assert_non_null(err);
+  printf("# %s", err);
+  assert_contains(err, "checkpoint.store");
+  assert_contains(err, "NoSuchBucket");
+  assert_contains(err, "create the bucket");
+  assert_int_equal(strchr(err, '\n') - err + 1, (long)strlen(err)); /* one line */
+  free(err);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(upload_list_fetch_restore, setup, teardown),
@@ -419,6 +567,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(corrupted_local_refused_at_upload, setup, teardown),
       cmocka_unit_test_setup_teardown(prefix_needing_encoding, setup, teardown),
       cmocka_unit_test_setup_teardown(wrong_secret_and_missing_bucket, setup, teardown),
+      cmocka_unit_test_setup_teardown(check_at_start, setup, teardown),
+      cmocka_unit_test_setup_teardown(quarantine_sets_aside_in_the_bucket, setup, teardown),
+      cmocka_unit_test_setup_teardown(ladder_sets_damaged_remote_aside, setup, teardown),
+      cmocka_unit_test_setup_teardown(worker_refuses_missing_bucket, setup, teardown),
   };
   return cmocka_run_group_tests(tests, start_server, stop_server);
 }

@@ -1,7 +1,8 @@
 /* test_checkpoint.c — esr/checkpoint.h: a checkpoint taken while the writer keeps committing is a consistent copy as
  * of one commit; the manifest says what the file holds; verification catches truncation, a flipped byte, a missing or
  * broken manifest; pruning keeps K; restore puts a copy in place without replaying a stale WAL; a crash between data
- * and manifest leaves nothing that is listed. */
+ * and manifest leaves nothing that is listed; the temporaries a killed writer leaves are removed when the next
+ * checkpointer starts (not while another live one shares the directory), and a store that cannot work stops it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <sys/wait.h>
 
 #include "esr/checkpoint.h"
+#include "esr/checkpointer.h"
 #include "unit_util.h"
 #include "unit_checkpoint.h"
 
@@ -550,6 +552,117 @@ static void restore_refuses_damaged_copy(void **state) {
   esr_manifest_free(m);
 }
 
+/* ---- temporaries left by killed writers (issue 10, item 5) ------------------------------------------------------- */
+
+static int kill_mid_copy(void *arg) {
+  int *calls = arg;
+  if (++*calls == 3) raise(SIGKILL); /* a SIGKILL during the checkpoint: VACUUM INTO's copy half written */
+  return 0;
+}
+
+/* Entries of `dir` whose name starts with `prefix`. */
+static int count_prefixed(const char *dir, const char *prefix) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)))
+    if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) n++;
+  closedir(d);
+  return n;
+}
+
+/* Leftovers as a real kill makes them (a writer killed inside VACUUM INTO: its copy and SQLite's -journal of it), and
+ * a restore's copy in the state directory. */
+static void make_leftovers(fixture *f, const char *part_dir) {
+  cpt_commit(&f->p, 3000);
+  cpt_close(&f->p); /* reopened below: the child must not share its connection */
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int calls = 0;
+    esr_checkpoint_opts o = {.progress = kill_mid_copy, .progress_arg = &calls};
+    esr_manifest *m = NULL;
+    esr_checkpoint_write(f->db, f->cps, TOPIC, PART, &o, &m, NULL);
+    _exit(1); /* not killed: the premise failed */
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  cpt_open(&f->p, f->state, TOPIC, PART);
+  /* the premise: the kill left its copy and SQLite's journal of it behind (as the issue found them) */
+  assert_int_equal(count_prefixed(part_dir, ".tmp-"), 2);
+  DIR *d = opendir(part_dir);
+  int journals = 0;
+  for (struct dirent *de; d && (de = readdir(d));)
+    journals += strncmp(de->d_name, ".tmp-", 5) == 0 && strstr(de->d_name, "-journal") != NULL;
+  if (d) closedir(d);
+  assert_int_equal(journals, 1);
+  char path[4300];
+  snprintf(path, sizeof path, "%s/ledger-3.db.restore-XyZ789", f->state);
+  assert_int_equal(tu_write_text(path, "restore"), 0);
+}
+
+static void checkpointer_removes_leftovers_at_start(void **state) {
+  fixture *f = *state;
+  esr_manifest *m = write_ok(f, NULL); /* a checkpoint that must stay */
+  char part_dir[4300], bad[4400];
+  snprintf(part_dir, sizeof part_dir, "%s/%s-%d", f->cps, TOPIC, PART);
+  snprintf(bad, sizeof bad, "%s/00000000000000000000.db.bad-20260101T000000Z", part_dir);
+  assert_int_equal(tu_write_text(bad, "kept for inspection"), 0);
+  make_leftovers(f, part_dir);
+  assert_int_equal(count_prefixed(part_dir, ".tmp-"), 2);
+  esr_checkpointer_opts o = {.state_dir = f->state, .cp_dir = f->cps, .keep = 3};
+  esr_checkpointer *c = NULL;
+  esr_error err = {0};
+  assert_int_equal(esr_checkpointer_new(&o, &c, &err), ESR_E_OK);
+  assert_int_equal(count_prefixed(part_dir, ".tmp-"), 0);
+  assert_int_equal(count_prefixed(f->state, "ledger-3.db.restore-"), 0);
+  assert_true(tu_file_exists(bad));                              /* set aside: never removed */
+  assert_true(tu_file_exists(data_path(f, m->next_offset)));     /* checkpoints untouched */
+  assert_true(tu_file_exists(manifest_path(f, m->next_offset)));
+  assert_true(tu_file_exists(f->db));
+  esr_checkpointer_free(c);
+  esr_manifest_free(m);
+}
+
+/* Another live worker shares the checkpoint directory: its temporaries may be in use, so a worker starting beside it
+ * leaves them alone; once it is gone, the next start removes them. */
+static void leftovers_of_a_live_neighbour_are_left_alone(void **state) {
+  fixture *f = *state;
+  char part_dir[4300], other_state[4300];
+  snprintf(part_dir, sizeof part_dir, "%s/%s-%d", f->cps, TOPIC, PART);
+  snprintf(other_state, sizeof other_state, "%s/other-state", f->dir);
+  mkdir(other_state, 0755);
+  esr_checkpointer_opts other = {.state_dir = other_state, .cp_dir = f->cps, .keep = 3};
+  esr_checkpointer *neighbour = NULL, *c = NULL;
+  esr_error err = {0};
+  assert_int_equal(esr_checkpointer_new(&other, &neighbour, &err), ESR_E_OK);
+  make_leftovers(f, part_dir);
+  esr_checkpointer_opts o = {.state_dir = f->state, .cp_dir = f->cps, .keep = 3};
+  assert_int_equal(esr_checkpointer_new(&o, &c, &err), ESR_E_OK);
+  assert_int_equal(count_prefixed(part_dir, ".tmp-"), 2);
+  esr_checkpointer_free(c);
+  esr_checkpointer_free(neighbour);
+  assert_int_equal(esr_checkpointer_new(&o, &c, &err), ESR_E_OK);
+  assert_int_equal(count_prefixed(part_dir, ".tmp-"), 0);
+  esr_checkpointer_free(c);
+}
+
+/* A store that cannot work stops the start, naming the key and the fix. */
+static void checkpointer_refuses_a_store_that_cannot_work(void **state) {
+  fixture *f = *state;
+  char url[4300];
+  snprintf(url, sizeof url, "file://%s/not-mounted", f->dir);
+  esr_checkpointer_opts o = {.state_dir = f->state, .cp_dir = f->cps, .keep = 3, .store_url = url};
+  esr_checkpointer *c = NULL;
+  esr_error err = {0};
+  assert_int_equal(esr_checkpointer_new(&o, &c, &err), ESR_E_CONFIG);
+  assert_null(c);
+  assert_contains(err.msg, "checkpoint.store");
+  assert_contains(err.msg, "create it");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(write_while_writer_commits, setup, teardown),
@@ -565,6 +678,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(restore_replaces_live_without_stale_wal, setup, teardown),
       cmocka_unit_test_setup_teardown(restore_keeps_old_aside, setup, teardown),
       cmocka_unit_test_setup_teardown(restore_refuses_damaged_copy, setup, teardown),
+      cmocka_unit_test_setup_teardown(checkpointer_removes_leftovers_at_start, setup, teardown),
+      cmocka_unit_test_setup_teardown(leftovers_of_a_live_neighbour_are_left_alone, setup, teardown),
+      cmocka_unit_test_setup_teardown(checkpointer_refuses_a_store_that_cannot_work, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /* test_cli.c — the `esr` command as a child process (ESR_BIN): exit codes 0/2/3 and one-line messages on stderr for
  * configuration and plugin problems, help texts, unknown commands. Every case fails before any connection to Kafka,
- * so no broker is needed. */
+ * so no broker is needed. Secrets are never echoed; a checkpoint store that cannot work is refused at start. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -249,6 +249,85 @@ static void duplicate_plugin_claims_exit_3(void **state) {
   result_free(&r);
 }
 
+/* Issue 10, item 6: a configuration error names the key and never echoes a value that may be a secret. */
+#define SECRET "Hunter2-S3cr3t-Value"
+
+static void expect_secret_hidden(const result *r, const char *const *mentions) {
+  expect_failure(r, 2, mentions);
+  assert_not_contains(r->err, SECRET);
+  assert_not_contains(r->out, SECRET);
+}
+
+static void misspelled_secret_key_not_echoed(void **state) {
+  fixture *f = *state;
+  write_full_conf(f, ESR_TEST_PLUGIN_DIR "/good.so", "kafka.sasl.passwrd = " SECRET "\n");
+  const char *args[] = {"run", "--config", f->conf, NULL};
+  result r = run_esr(f, args, NULL);
+  const char *mentions[] = {"kafka.sasl.passwrd", "did you mean kafka.sasl.password", NULL};
+  expect_secret_hidden(&r, mentions);
+  result_free(&r);
+  /* the same from the environment */
+  write_full_conf(f, ESR_TEST_PLUGIN_DIR "/good.so", NULL);
+  const char *env[] = {"ESR_KAFKA_SASL_PASSWRD=" SECRET, NULL};
+  r = run_esr(f, args, env);
+  expect_secret_hidden(&r, mentions);
+  result_free(&r);
+  /* a secret key whose value librdkafka refuses, quoting it */
+  write_full_conf(f, ESR_TEST_PLUGIN_DIR "/good.so", "kafka.sasl.oauthbearer.client.secret = " SECRET "\n");
+  r = run_esr(f, args, NULL);
+  const char *mentions2[] = {"kafka.sasl.oauthbearer.client.secret", NULL};
+  expect_secret_hidden(&r, mentions2);
+  result_free(&r);
+}
+
+static void secret_in_malformed_line_not_echoed(void **state) {
+  fixture *f = *state;
+  write_full_conf(f, "/x.so", "kafka.sasl.password " SECRET "\n"); /* the '=' forgotten */
+  const char *args[] = {"run", "--config", f->conf, NULL};
+  result r = run_esr(f, args, NULL);
+  const char *mentions[] = {":8", "key = value", NULL};
+  expect_secret_hidden(&r, mentions);
+  result_free(&r);
+}
+
+/* librdkafka's client refuses a setting and quotes it (rd_kafka_new: "Failed to open ssl.keystore.location: <path>"):
+ * the value of a key that may hold a secret is masked in that message too. */
+static void secret_in_librdkafka_client_error_not_echoed(void **state) {
+  fixture *f = *state;
+  char extra[1024];
+  snprintf(extra, sizeof extra,
+           "assignment = static\npartitions = 0\nkafka.group.id = unit-cli\nkafka.security.protocol = SSL\n"
+           "kafka.ssl.keystore.location = %s/" SECRET ".p12\nkafka.ssl.keystore.password = " SECRET "\n",
+           f->dir);
+  char text[8192];
+  snprintf(text, sizeof text,
+           "topics = ledger\nstate.dir = %s\nhandlers = " ESR_TEST_PLUGIN_DIR "/good.so\ndlq.topic = ledger.dlq\n"
+           "kafka.bootstrap.servers = 127.0.0.1:1\nlog.format = json\n%s",
+           f->state, extra);
+  write_conf(f, text);
+  const char *args[] = {"run", "--config", f->conf, NULL};
+  result r = run_esr(f, args, NULL);
+  /* librdkafka logs its own line about the file before the error line: not one line here */
+  if (r.status != 2) fail_msg("exit %d, want 2; stderr: %s", r.status, r.err);
+  assert_contains(r.err, "esr: cannot create the Kafka consumer: Failed to open ssl.keystore.location");
+  assert_not_contains(r.err, SECRET);
+  result_free(&r);
+}
+
+/* Issue 10, item 5: a checkpoint store that cannot work stops the worker at start (before, it was accepted and every
+ * upload logged a warning). */
+static void checkpoint_store_missing_directory_exit_2(void **state) {
+  fixture *f = *state;
+  char extra[4400];
+  snprintf(extra, sizeof extra, "checkpoint.store = file://%s/not-mounted\n", f->dir);
+  write_full_conf(f, ESR_TEST_PLUGIN_DIR "/good.so", extra);
+  const char *args[] = {"run", "--config", f->conf, NULL};
+  result r = run_esr(f, args, NULL);
+  const char *mentions[] = {"checkpoint.store", "not-mounted", "create it", NULL};
+  expect_failure(&r, 2, mentions);
+  result_free(&r);
+}
+
 static const char *const KEYS[] = {"topics",      "state.dir",       "handlers",  "dlq.topic",  "batch.max.events",
                                    "batch.max.ms", "assignment",     "partitions", "instance", "sqlite.cache.mb",
                                    "log.level",   "log.format",      "kafka.*",   NULL};
@@ -329,6 +408,10 @@ int main(void) {
       T(bad_env_value_exit_2),
       T(nonexistent_config_exit_2),
       T(managed_kafka_key_exit_2),
+      T(misspelled_secret_key_not_echoed),
+      T(secret_in_malformed_line_not_echoed),
+      T(secret_in_librdkafka_client_error_not_echoed),
+      T(checkpoint_store_missing_directory_exit_2),
       T(missing_plugin_exit_3_one_line),
       T(badabi_plugin_exit_3_one_line),
       T(noentry_plugin_exit_3),

@@ -1,14 +1,17 @@
 /* test_config.c — esr/config.h (key = value files, defaults, every key's validation, environment overrides, static
  * assignment, consistency checks) and esr/kafka.h (managed and unknown librdkafka properties). No network: building a
- * librdkafka conf does not connect. */
+ * librdkafka conf does not connect. No message quotes a value that may be a secret (issue 10, item 6). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
+
 #include "esr/config.h"
 #include "esr/kafka.h"
+#include "esr/log.h"
 #include "unit_util.h"
 
 typedef struct fixture {
@@ -597,6 +600,139 @@ static void hash_inside_value_is_kept(void **state) {
   esr_config_free(cfg);
 }
 
+/* --- secrets (issue 10, item 6): no message quotes a value that may be a secret --- */
+
+#define SECRET "Hunter2-S3cr3t-Value"
+
+static void secret_keys_classified(void **state) {
+  (void)state;
+  static const char *const secret[] = {"kafka.sasl.password", "kafka.ssl.key.password", "kafka.ssl.keystore.password",
+                                       "kafka.ssl.key.pem", "kafka.sasl.oauthbearer.client.secret",
+                                       "kafka.sasl.oauthbearer.config", "kafka.SASL.PASSWORD", "handler.ledger.token",
+                                       "handler.x", "sasl.password", "no.such.key", NULL};
+  static const char *const plain[] = {"kafka.bootstrap.servers", "kafka.security.protocol", "kafka.group.id",
+                                      "kafka.sasl.username", "topics", "state.dir", "checkpoint.store", NULL};
+  for (const char *const *k = secret; *k; k++)
+    if (!esr_config_key_is_secret(*k)) fail_msg("%s is not taken for a secret", *k);
+  for (const char *const *k = plain; *k; k++)
+    if (esr_config_key_is_secret(*k)) fail_msg("%s is taken for a secret", *k);
+}
+
+static void redact_masks_every_secret_value(void **state) {
+  (void)state;
+  esr_config *cfg = esr_config_new();
+  esr_error err = {0};
+  assert_int_equal(esr_config_set(cfg, "kafka.sasl.password", SECRET, "t", &err), ESR_E_OK);
+  assert_int_equal(esr_config_set(cfg, "kafka.sasl.username", "alice", "t", &err), ESR_E_OK);
+  char text[64] = "a " SECRET " b " SECRET " alice";
+  esr_config_redact(cfg, text, sizeof text);
+  assert_string_equal(text, "a *** b *** alice");
+  /* a mask longer than the secret, in a full buffer: cut, never overflowed */
+  assert_int_equal(esr_config_set(cfg, "kafka.sasl.password", "s", "t", &err), ESR_E_OK);
+  char small[8] = "s-s-s-s";
+  esr_config_redact(cfg, small, sizeof small);
+  assert_string_equal(small, "***-***");
+  esr_config_free(cfg);
+}
+
+/* Each way a secret could reach a configuration error: the message names the key and never holds the value. */
+static void config_errors_never_quote_secrets(void **state) {
+  fixture *f = *state;
+  esr_config *cfg = NULL;
+  esr_error err = {0};
+  char text[1024];
+  /* a line without '=' (the whole line could be quoted) */
+  snprintf(text, sizeof text, BASE "kafka.sasl.password " SECRET "\n");
+  assert_int_equal(load_text(f, text, NO_ENV, &cfg, &err), ESR_E_CONFIG);
+  assert_not_contains(err.msg, SECRET);
+  char origin[4300];
+  snprintf(origin, sizeof origin, "%s:7", f->path);
+  assert_contains(err.msg, origin);
+  /* a handler option, an unknown key, a secret under an esr key that is misspelled */
+  static const char *const lines[] = {"handler.ledger.api.token = " SECRET "\n", "sasl.password = " SECRET "\n",
+                                      "state.dirr = " SECRET "\n", NULL};
+  for (const char *const *l = lines; *l; l++) {
+    snprintf(text, sizeof text, BASE "%s", *l);
+    assert_int_equal(load_text(f, text, NO_ENV, &cfg, &err), ESR_E_CONFIG);
+    assert_not_contains(err.msg, SECRET);
+    char key[64];
+    snprintf(key, sizeof key, "%.*s", (int)(strchr(*l, ' ') - *l), *l);
+    assert_contains(err.msg, key);
+  }
+  /* the same through the environment */
+  char *const env[] = {"ESR_HANDLER_LEDGER_TOKEN=" SECRET, NULL};
+  assert_int_equal(load_text(f, BASE, env, &cfg, &err), ESR_E_OK); /* not an esr key: not configuration */
+  esr_config_free(cfg);
+}
+
+/* librdkafka's own refusals: a misspelled secret key (unknown to librdkafka) and a secret key whose value it refuses
+ * (its message would quote it). */
+static void kafka_refusals_never_quote_secrets(void **state) {
+  (void)state;
+  static const struct {
+    const char *key, *mention;
+  } cases[] = {{"kafka.sasl.passwrd", "did you mean kafka.sasl.password"},
+               {"kafka.ssl.keystore.pasword", "did you mean kafka.ssl.keystore.password"},
+               {"kafka.sasl.oauthbearer.client.secret", "not supported"},
+               {"kafka.totally.unknown.property", "no such property"}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    for (int role = 0; role < 2; role++) {
+      esr_config *cfg = kafka_cfg(cases[i].key, SECRET);
+      esr_error err = {0};
+      rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, role ? ESR_KAFKA_PRODUCER : ESR_KAFKA_CONSUMER, &err);
+      if (conf) fail_msg("%s accepted", cases[i].key);
+      assert_int_equal(err.code, ESR_E_CONFIG);
+      assert_contains(err.msg, cases[i].key);
+      assert_contains(err.msg, cases[i].mention);
+      assert_not_contains(err.msg, SECRET);
+      assert_null(strchr(err.msg, '\n'));
+      esr_config_free(cfg);
+    }
+  }
+  /* a key that holds no secret keeps its value in the message (it helps to fix it) */
+  esr_config *cfg = kafka_cfg("kafka.security.protocol", "SASL_SSLL");
+  esr_error err = {0};
+  assert_null(esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &err));
+  assert_contains(err.msg, "SASL_SSLL");
+  esr_config_free(cfg);
+}
+
+/* librdkafka logs an sasl.oauthbearer.config it cannot parse from where the parse failed: the log line esr writes for
+ * it must not hold the value. */
+static void kafka_log_lines_mask_secrets(void **state) {
+  fixture *f = *state;
+  esr_config *cfg = kafka_cfg("kafka.security.protocol", "SASL_PLAINTEXT");
+  esr_error err = {0};
+  assert_int_equal(esr_config_set(cfg, "kafka.sasl.mechanisms", "OAUTHBEARER", "t", &err), ESR_E_OK);
+  assert_int_equal(esr_config_set(cfg, "kafka.enable.sasl.oauthbearer.unsecure.jwt", "true", "t", &err), ESR_E_OK);
+  assert_int_equal(esr_config_set(cfg, "kafka.sasl.oauthbearer.config", "principal=me " SECRET "=x", "t", &err),
+                   ESR_E_OK);
+  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &err);
+  if (!conf) fail_msg("refused: %s", err.msg);
+  char path[4300];
+  snprintf(path, sizeof path, "%s/stderr", f->dir);
+  fflush(stderr);
+  int saved = dup(2), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(saved >= 0 && fd >= 0);
+  dup2(fd, 2);
+  close(fd);
+  esr_log_setup(ESR_LOG_DEBUG, ESR_LOG_TEXT);
+  char errstr[512];
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (rk) rd_kafka_destroy(rk);
+  else rd_kafka_conf_destroy(conf);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  esr_log_setup(ESR_LOG_INFO, ESR_LOG_AUTO);
+  char *log = tu_read_file(path, NULL);
+  assert_non_null(log);
+  assert_contains(log, "sasl.oauthbearer.config"); /* the premise: librdkafka did log about it */
+  assert_not_contains(log, SECRET);
+  free(log);
+  esr_config_free(cfg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(parses_lines_comments_blanks_and_whitespace, setup, teardown),
@@ -624,6 +760,11 @@ int main(void) {
       cmocka_unit_test(kafka_managed_key_with_its_own_value_accepted),
       cmocka_unit_test(kafka_unknown_property_refused),
       cmocka_unit_test(kafka_valid_property_passes_with_defaults),
+      cmocka_unit_test(secret_keys_classified),
+      cmocka_unit_test(redact_masks_every_secret_value),
+      cmocka_unit_test_setup_teardown(config_errors_never_quote_secrets, setup, teardown),
+      cmocka_unit_test(kafka_refusals_never_quote_secrets),
+      cmocka_unit_test_setup_teardown(kafka_log_lines_mask_secrets, setup, teardown),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
  * another node's checkpoint directory and restore from it, prune; a data object without manifest is invisible; a
  * corrupted remote object is refused at fetch and a corrupted local one at upload. Also what needs no server: URL and
  * option errors, and the S3 backend's retries, signing and messages against a closed port and a scripted HTTP server
- * on loopback. */
+ * on loopback; the checks at start (a missing, misplaced or read-only directory, a bucket that does not exist or
+ * refuses access, an unreachable endpoint) and setting a damaged checkpoint aside in the store. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "esr/cpstore.h"
 #include "unit_util.h"
@@ -75,6 +77,20 @@ static esr_manifest_list *remote_list(fixture *f) {
   if (esr_cpstore_list(f->store, TOPIC, PART, &l, &err) != ESR_E_OK) fail_msg("list: %s", err.msg);
   return l;
 }
+
+/* Entries of `dir` (without . and ..), or whose name starts with `prefix`. */
+static int count_prefixed(const char *dir, const char *prefix) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)))
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strncmp(de->d_name, prefix, strlen(prefix)) == 0) n++;
+  closedir(d);
+  return n;
+}
+
+static int count_entries(const char *dir) { return count_prefixed(dir, ""); }
 
 static void upload_list_fetch_restore(void **state) {
   fixture *f = *state;
@@ -297,9 +313,10 @@ static void *serve(void *arg) {
     }
     const char *body = sc->replies[i];
     char head[256];
-    const char *status = strncmp(body, "<Error>", 7) ? "200 OK"
-                         : strstr(body, "SlowDown")  ? "503 Slow Down"
-                                                     : "403 Forbidden";
+    const char *status = strncmp(body, "<Error>", 7)   ? "200 OK"
+                         : strstr(body, "SlowDown")     ? "503 Slow Down"
+                         : strstr(body, "NoSuchBucket") ? "404 Not Found"
+                                                        : "403 Forbidden";
     snprintf(head, sizeof head,
              "HTTP/1.1 %s\r\nContent-Type: application/xml\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
              strlen(body));
@@ -379,6 +396,177 @@ static void s3_access_denied_is_not_retried(void **state) {
   close(sc.fd);
 }
 
+/* ---- checks at start (issue 10, item 5) ------------------------------------------------------------------------ */
+
+static void check_file_store(void **state) {
+  fixture *f = *state;
+  esr_error err = {0};
+  assert_int_equal(esr_cpstore_check(f->store, &err), ESR_E_OK);
+  assert_int_equal(count_entries(f->remote), 0); /* the probe file is gone */
+  /* a directory that does not exist (a volume not mounted) */
+  char url[4300];
+  snprintf(url, sizeof url, "file://%s/not-mounted", f->dir);
+  esr_cpstore *s = NULL;
+  assert_int_equal(esr_cpstore_open(url, NULL, &s, &err), ESR_E_OK);
+  assert_int_equal(esr_cpstore_check(s, &err), ESR_E_CONFIG);
+  assert_contains(err.msg, "not-mounted");
+  assert_contains(err.msg, "create it");
+  esr_cpstore_close(s);
+  /* a file where the directory should be */
+  snprintf(url, sizeof url, "file://%s/plain-file", f->dir);
+  char path[4300];
+  snprintf(path, sizeof path, "%s/plain-file", f->dir);
+  assert_int_equal(tu_write_text(path, "x"), 0);
+  assert_int_equal(esr_cpstore_open(url, NULL, &s, &err), ESR_E_OK);
+  assert_int_equal(esr_cpstore_check(s, &err), ESR_E_CONFIG);
+  assert_contains(err.msg, "not a directory");
+  esr_cpstore_close(s);
+}
+
+/* A directory this worker cannot write to. As root (who writes anywhere) the check runs in a child process that has
+ * given up root for nobody's user id. */
+static void check_read_only_file_store(void **state) {
+  fixture *f = *state;
+  char ro[4300];
+  snprintf(ro, sizeof ro, "%s/read-only", f->dir);
+  assert_int_equal(mkdir(ro, 0755), 0);
+  assert_int_equal(chmod(f->dir, 0755), 0); /* nobody may reach it */
+  assert_int_equal(chmod(ro, 0555), 0);
+  char url[4400];
+  snprintf(url, sizeof url, "file://%s", ro);
+  int pipefd[2];
+  assert_int_equal(pipe(pipefd), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(pipefd[0]);
+    if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(90);
+    esr_cpstore *s = NULL;
+    esr_error err = {0};
+    if (esr_cpstore_open(url, NULL, &s, &err) != ESR_E_OK) _exit(91);
+    esr_code rc = esr_cpstore_check(s, &err);
+    if (write(pipefd[1], err.msg, strlen(err.msg)) < 0) _exit(92);
+    esr_cpstore_close(s);
+    _exit((int)rc);
+  }
+  close(pipefd[1]);
+  char msg[600] = "";
+  ssize_t n = read(pipefd[0], msg, sizeof msg - 1);
+  if (n > 0) msg[n] = '\0';
+  close(pipefd[0]);
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  if (WEXITSTATUS(status) != ESR_E_CONFIG) fail_msg("check of a read-only directory: exit %d: %s", WEXITSTATUS(status), msg);
+  assert_contains(msg, "cannot create a file");
+  assert_contains(msg, "writable");
+  chmod(ro, 0755);
+}
+
+static void check_s3_unreachable_is_not_a_config_error(void **state) {
+  (void)state;
+  char endpoint[64];
+  snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", closed_port());
+  esr_cpstore_opts opts = {.endpoint = endpoint, .access_key_id = "AKIDEXAMPLE",
+                           .secret_access_key = "secret-never-shown"};
+  esr_cpstore *s = NULL;
+  esr_error err = {0};
+  assert_int_equal(esr_cpstore_open("s3://bucket/cp", &opts, &s, &err), ESR_E_OK);
+  assert_int_equal(esr_cpstore_check(s, &err), ESR_E_IO); /* the worker warns and goes on */
+  assert_not_contains(err.msg, "attempts");              /* one attempt: a start is not held up by retries */
+  esr_cpstore_close(s);
+}
+
+static void check_s3_refusals_are_config_errors(void **state) {
+  (void)state;
+  static const struct {
+    const char *reply, *code, *fix;
+  } cases[] = {
+      {"<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>",
+       "HTTP 404 NoSuchBucket", "create the bucket"},
+      {"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>", "HTTP 403 AccessDenied",
+       "check the credentials"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    const char *const replies[] = {cases[i].reply};
+    script sc = {.replies = replies, .n_replies = 1};
+    pthread_t t;
+    esr_cpstore *s = scripted_store(&sc, &t);
+    esr_error err = {0};
+    assert_int_equal(esr_cpstore_check(s, &err), ESR_E_CONFIG);
+    pthread_join(t, NULL);
+    assert_contains(err.msg, cases[i].code);
+    assert_contains(err.msg, cases[i].fix);
+    assert_not_contains(err.msg, "secret-never-shown");
+    esr_cpstore_close(s);
+    close(sc.fd);
+  }
+  /* Listing allowed, writing refused (read-only credentials): found at start too. */
+  static const char *const replies[] = {
+      "<?xml version=\"1.0\"?><ListBucketResult><Name>bucket</Name><IsTruncated>false</IsTruncated></ListBucketResult>",
+      "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"};
+  script sc = {.replies = replies, .n_replies = 2};
+  pthread_t t;
+  esr_cpstore *s = scripted_store(&sc, &t);
+  esr_error err = {0};
+  assert_int_equal(esr_cpstore_check(s, &err), ESR_E_CONFIG);
+  pthread_join(t, NULL);
+  assert_contains(sc.requests[0], "GET /bucket?list-type=2&max-keys=1&prefix=cp%2F HTTP/1.1");
+  assert_contains(sc.requests[1], "PUT /bucket/cp/.esr-check/");
+  assert_contains(err.msg, "PUT");
+  assert_contains(err.msg, "may list, put and delete");
+  esr_cpstore_close(s);
+  close(sc.fd);
+}
+
+/* ---- setting a damaged checkpoint aside in the store ------------------------------------------------------------ */
+
+static void quarantine_in_file_store(void **state) {
+  fixture *f = *state;
+  esr_manifest *a = checkpoint_and_upload(f, 10), *b = checkpoint_and_upload(f, 10);
+  esr_error err = {0};
+  assert_int_equal(esr_cpstore_quarantine(f->store, TOPIC, PART, 20, &err), ESR_E_OK);
+  esr_manifest_list *l = remote_list(f);
+  assert_int_equal(l->n, 1);
+  assert_int_equal(l->v[0]->next_offset, 10);
+  esr_manifest_list_free(l);
+  char dir[4300];
+  snprintf(dir, sizeof dir, "%s/%s-%d", f->remote, TOPIC, PART);
+  assert_int_equal(count_prefixed(dir, "00000000000000000020.json.bad-"), 1);
+  assert_int_equal(count_prefixed(dir, "00000000000000000020.db.bad-"), 1);
+  /* gone already, or a partition never seen: nothing to do */
+  assert_int_equal(esr_cpstore_quarantine(f->store, TOPIC, PART, 20, &err), ESR_E_OK);
+  assert_int_equal(esr_cpstore_quarantine(f->store, TOPIC, 77, 5, &err), ESR_E_OK);
+  /* pruning never deletes what was set aside */
+  assert_int_equal(esr_cpstore_prune(f->store, TOPIC, PART, 1, &err), ESR_E_OK);
+  assert_int_equal(count_prefixed(dir, "00000000000000000020.db.bad-"), 1);
+  esr_manifest_free(a);
+  esr_manifest_free(b);
+}
+
+/* S3 sets a checkpoint aside by CopyObject (the copy source signed with the other x-amz- headers, as S3 requires)
+ * and DELETE, manifest first. */
+static void s3_quarantine_copies_then_deletes(void **state) {
+  (void)state;
+  static const char *const replies[] = {"<CopyObjectResult><ETag>\"1\"</ETag></CopyObjectResult>", "",
+                                        "<CopyObjectResult><ETag>\"2\"</ETag></CopyObjectResult>", ""};
+  script sc = {.replies = replies, .n_replies = 4};
+  pthread_t t;
+  esr_cpstore *s = scripted_store(&sc, &t);
+  esr_error err = {0};
+  assert_int_equal(esr_cpstore_quarantine(s, TOPIC, PART, 20, &err), ESR_E_OK);
+  pthread_join(t, NULL);
+  assert_int_equal(sc.served, 4);
+  assert_contains(sc.requests[0], "PUT /bucket/cp/ledger-3/00000000000000000020.json.bad-");
+  assert_contains(sc.requests[0], "x-amz-copy-source: /bucket/cp/ledger-3/00000000000000000020.json\r\n");
+  assert_contains(sc.requests[0], "SignedHeaders=host;x-amz-content-sha256;x-amz-copy-source;x-amz-date,");
+  assert_contains(sc.requests[1], "DELETE /bucket/cp/ledger-3/00000000000000000020.json HTTP/1.1");
+  assert_contains(sc.requests[2], "x-amz-copy-source: /bucket/cp/ledger-3/00000000000000000020.db\r\n");
+  assert_contains(sc.requests[3], "DELETE /bucket/cp/ledger-3/00000000000000000020.db HTTP/1.1");
+  esr_cpstore_close(s);
+  close(sc.fd);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(upload_list_fetch_restore, setup, teardown),
@@ -391,6 +579,12 @@ int main(void) {
       cmocka_unit_test(s3_retries_then_says_where),
       cmocka_unit_test(s3_retries_5xx_and_signs),
       cmocka_unit_test(s3_access_denied_is_not_retried),
+      cmocka_unit_test_setup_teardown(check_file_store, setup, teardown),
+      cmocka_unit_test_setup_teardown(check_read_only_file_store, setup, teardown),
+      cmocka_unit_test(check_s3_unreachable_is_not_a_config_error),
+      cmocka_unit_test(check_s3_refusals_are_config_errors),
+      cmocka_unit_test_setup_teardown(quarantine_in_file_store, setup, teardown),
+      cmocka_unit_test(s3_quarantine_copies_then_deletes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

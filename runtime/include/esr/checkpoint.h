@@ -111,6 +111,13 @@ esr_code esr_checkpoint_newest_valid(const char *cp_dir, const char *topic, int3
  * or download that died. Quarantined files are never deleted. */
 esr_code esr_checkpoint_prune(const char *cp_dir, const char *topic, int32_t partition, int keep, esr_error *err);
 
+/* Removes the temporary files that writers killed mid-way left behind: every ".tmp-*" (with the "-journal" SQLite
+ * may have made beside it) in the partition directories of cp_dir, and, when state_dir is not NULL, every
+ * "<topic>-<p>.db.restore-*" there (a restore's copy before its rename). Only for when no other thread or process
+ * writes checkpoints or restores there: a worker at start, holding its state directory's lock. *removed (optional)
+ * gets how many went. A missing cp_dir is nothing to do. */
+esr_code esr_checkpoint_sweep(const char *cp_dir, const char *state_dir, int *removed, esr_error *err);
+
 /* Sets checkpoint `next_offset` aside: its manifest, then its data file, are renamed to "<name>.bad-<UTC time>" (so it
  * is no longer listed at once, and is kept for inspection). Files that do not exist are skipped. */
 esr_code esr_checkpoint_quarantine(const char *cp_dir, const char *topic, int32_t partition, int64_t next_offset,

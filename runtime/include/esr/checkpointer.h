@@ -7,12 +7,24 @@
  * most one job queued at a time. esr_checkpointer_now queues a job and waits for it (used when a partition is
  * released, so that its next owner finds the newest state). The thread logs each checkpoint and each failure itself:
  * there is no caller to return them to. A failed checkpoint only costs a longer replay later.
+ *
+ * While the remote store is known to be unreachable (esr/cplister.h: a listing or an upload failed, and none has
+ * succeeded since), a checkpoint's upload is put off: it runs when no other job waits, and a job that comes
+ * meanwhile abandons it (to run again later), so that neither a release nor an integrity check waits for the
+ * store's retries. Its success makes the store count as reachable again.
+ *
+ * At start it checks the remote store (esr_cpstore_check: a store that cannot work is ESR_E_CONFIG, one that cannot
+ * be reached now a warning), starts a lister of the store for the recovery ladder (esr/cplister.h) and removes the
+ * temporary files that writers killed mid-way left in the checkpoint directory and the state directory
+ * (esr_checkpoint_sweep) — unless another live checkpointer shares the checkpoint directory. Create it while holding
+ * the state directory's lock (one worker per state directory).
  */
 #ifndef ESR_CHECKPOINTER_H
 #define ESR_CHECKPOINTER_H
 
 #include <stdint.h>
 
+#include "esr/cplister.h"
 #include "esr/cpstore.h"
 #include "esr/error.h"
 
@@ -24,10 +36,14 @@ typedef struct esr_checkpointer_opts {
   const char *store_url; /* NULL: local checkpoints only */
   esr_cpstore_opts store_opts;
   int keep;
+  int lister_threads; /* threads listing the store for recovery (esr_checkpointer_lister); 0: none */
 } esr_checkpointer_opts;
 
-/* Opens the remote store (a bad URL is ESR_E_CONFIG) and starts the thread. */
+/* Opens and checks the remote store (a bad URL, a missing or read-only directory, a bucket that does not exist or
+ * refuses access are ESR_E_CONFIG, with the fix), removes stale temporary files and starts the thread. */
 esr_code esr_checkpointer_new(const esr_checkpointer_opts *opts, esr_checkpointer **out, esr_error *err);
+/* The lister of the remote store (NULL without a store or lister_threads): borrowed, valid until free. */
+esr_cplister *esr_checkpointer_lister(esr_checkpointer *c);
 /* Cancels a copy under way, finishes nothing else, joins the thread. NULL is a no-op. */
 void esr_checkpointer_free(esr_checkpointer *c);
 /* Queues a checkpoint of topic/partition unless one is queued already. Never blocks on the copy. */

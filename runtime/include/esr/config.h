@@ -6,7 +6,9 @@
  * the prefix) for librdkafka, which validates them when the clients are built; keys `handler.<stem>.<key>` are
  * options of the handler plugin whose file is <stem>.so, handed to its init (esr/handler.h), which validates them; ESR_KAFKA_FETCH_MAX_BYTES sets
  * kafka.fetch.max.bytes. An unknown key, a bad value or a missing required key is an ESR_E_CONFIG error whose message is
- * one line naming the key and how to fix it. The config owns all its strings; esr_config_free releases them.
+ * one line naming the key and how to fix it. Messages never quote the value of a key that may hold a secret
+ * (esr_config_key_is_secret), nor a line that is not `key = value`. The config owns all its strings; esr_config_free
+ * releases them.
  */
 #ifndef ESR_CONFIG_H
 #define ESR_CONFIG_H
@@ -51,6 +53,8 @@ typedef struct esr_config {
   char *checkpoint_s3_endpoint;
   char *checkpoint_s3_region;
   int recovery_quick_check;
+  int recovery_store_wait_ms;      /* a partition with a valid local state waits this long for the remote store */
+  int recovery_store_wait_cold_ms; /* ... one without local state this long */
   int max_crash_retries;
   char *schemas_dir; /* JSON Schemas <type>.v<version>.json of the events' data, or NULL */
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
@@ -78,6 +82,17 @@ esr_code esr_config_load(const char *path, char *const *envp, esr_config **out, 
 const char *esr_config_kafka_get(const esr_config *cfg, const char *key);
 /* Whether partition `p` belongs to this worker under static assignment. */
 int esr_config_static_owns(const esr_config *cfg, int p);
+/* Whether the value of `key` (the full name: "kafka.sasl.password") may be a secret, so that no message may quote it:
+ * a kafka.* key whose name holds "password", "secret", "key", "token" or "credential" (or sasl.oauthbearer.config),
+ * any handler.* option, and any key esr does not know (a misspelled secret key). */
+int esr_config_key_is_secret(const char *key);
+/* Replaces in `text` (NUL-terminated, cap bytes) every occurrence of the value of a key of cfg that may hold a secret
+ * with "***": for messages that quote other libraries' errors (librdkafka's). */
+void esr_config_redact(const esr_config *cfg, char *text, size_t cap);
+/* Replaces in `text` (NUL-terminated, cap bytes) every occurrence of `secret` with "***" (what no longer fits is cut). */
+void esr_config_mask(char *text, size_t cap, const char *secret);
+/* Levenshtein distance between two names (99 when either is over 64 characters), for "did you mean". */
+size_t esr_config_key_distance(const char *a, const char *b);
 /* Writes the table of keys (name, default, help) for --help. */
 void esr_config_print_keys(FILE *out);
 

@@ -44,6 +44,11 @@ typedef struct esr_cpstore_opts {
   int max_attempts;        /* tries per request, the first included: 4 (1: no retry) */
   long backoff_ms;         /* the first retry's delay, doubled each time up to 5 s, with jitter: 200 */
   int list_page_size;      /* keys per ListObjectsV2 page: 1000 (S3's maximum) */
+  /* Optional (both backends ignore it where nothing waits): polled during transfers and between retries; nonzero
+   * abandons the operation at once (ESR_E_STATE), so that a process stopping never waits for an unreachable store's
+   * timeouts. Called on the thread that uses the store. */
+  int (*cancel)(void *arg);
+  void *cancel_arg;
 } esr_cpstore_opts;
 
 /* Opens the store at `url` (file:///absolute/path or s3://bucket[/prefix]); opts may be NULL. Nothing is contacted
@@ -67,6 +72,20 @@ esr_code esr_cpstore_list(esr_cpstore *s, const char *topic, int32_t partition, 
  * once verified. ESR_E_CORRUPT when the remote data is missing or does not match the manifest: the local directory is
  * left as it was, and the caller may try the next older checkpoint. */
 esr_code esr_cpstore_fetch(esr_cpstore *s, const esr_manifest *m, const char *cp_dir, esr_error *err);
+
+/* Checks at start that the store can be used, so that a wrong setting is not found out at the first upload: file://
+ * the directory exists and a file can be created (and removed) in it; s3:// the bucket answers a listing of the
+ * prefix, and a probe object can be written and deleted under it (one attempt each, short timeouts). ESR_E_CONFIG
+ * with the fix for what the configuration must change (a directory missing or read-only, a bucket that does not
+ * exist, access refused); ESR_E_IO when the store cannot be reached now (retried by every later operation). */
+esr_code esr_cpstore_check(esr_cpstore *s, esr_error *err);
+
+/* Sets checkpoint `next_offset` of the partition aside in the store, as esr_checkpoint_quarantine does locally: the
+ * manifest, then the data, renamed (S3: copied, then deleted) to "<name>.bad-<UTC time>". It is no longer listed, a
+ * later checkpoint at the same offset is not mistaken for it, and it is kept for inspection. Objects already gone
+ * are skipped. */
+esr_code esr_cpstore_quarantine(esr_cpstore *s, const char *topic, int32_t partition, int64_t next_offset,
+                                esr_error *err);
 
 /* Keeps the partition's newest `keep` (>= 1) checkpoints in the store: older ones are deleted, manifest first, and so
  * are data objects without a manifest below the oldest kept (uploads that died). */

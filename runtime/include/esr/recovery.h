@@ -9,14 +9,23 @@
  * applied) and one beyond the log end belongs to another log (a recreated topic); when no candidate is usable the
  * partition is rebuilt from the log alone if the log still starts at 0, and otherwise refused (ESR_E_GAP) with the
  * needed offset and the log start in the message — never started anywhere else. A corrupt live database or checkpoint
- * is moved aside (never deleted) and the ladder goes on. Runs on the thread that will own the partition, with no
+ * is moved aside (never deleted) and the ladder goes on; a remote checkpoint that fails its verification is set
+ * aside in the store too (esr_cpstore_quarantine). Runs on the thread that will own the partition, with no
  * connection open on its live database.
+ *
+ * The remote store is consulted concurrently when a lister is given (esr/cplister.h): its listing is asked for
+ * first and runs while the local state is checked. A partition with a valid local state (live database or local
+ * checkpoint) waits for it at most store_wait_ms from the start of the ladder, and not at all while the store is
+ * known to be down: the store only saves replay then, it is never needed for correctness. A partition without one
+ * waits at most store_wait_cold_ms (from the start of the ladder, and from the start of the store's outage). A store
+ * that does not answer in time is left out and the detail says so.
  */
 #ifndef ESR_RECOVERY_H
 #define ESR_RECOVERY_H
 
 #include <stdint.h>
 
+#include "esr/cplister.h"
 #include "esr/cpstore.h"
 #include "esr/error.h"
 
@@ -36,8 +45,11 @@ typedef int (*esr_log_bounds_fn)(void *arg, const char *topic, int32_t partition
 
 typedef struct esr_recovery_env {
   const char *state_dir;
-  const char *cp_dir; /* local checkpoints */
-  esr_cpstore *store; /* remote checkpoints, or NULL */
+  const char *cp_dir;    /* local checkpoints */
+  esr_cpstore *store;    /* remote checkpoints (fetched on the calling thread), or NULL */
+  esr_cplister *lister;  /* lists the same store in the background, with deadlines; NULL: listed on this thread */
+  int store_wait_ms;      /* with a lister: the longest wait for its listing when a valid local state exists */
+  int store_wait_cold_ms; /* ... and when none does */
   int quick_check;    /* run PRAGMA quick_check on the live database now (0: the caller checks it later, in the
                          background, with esr_recovery_check_db; until then it must not publish anything from it) */
   esr_log_bounds_fn bounds;
