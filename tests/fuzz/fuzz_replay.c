@@ -49,12 +49,12 @@ static int by_name(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  size_t n = 0, cap = 256;
+  size_t n = 0, cap = 256 + (size_t)argc;
   struct CMUnitTest *tests = calloc(cap, sizeof *tests);
   char **paths = calloc(cap, sizeof *paths);
   if (!tests || !paths) return 1;
   if (argc > 1) {
-    for (int i = 1; i < argc && n < cap; i++) paths[n++] = strdup(argv[i]);
+    for (int i = 1; i < argc; i++) paths[n++] = strdup(argv[i]);
   } else {
     DIR *d = opendir(ESR_FUZZ_CORPUS);
     if (!d) {
