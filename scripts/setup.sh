@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # setup.sh — installs what is missing on Debian 12 (apt-get update, then apt-get install) and builds esr.
-#   scripts/setup.sh            release build in build/
-#   scripts/setup.sh --asan     also an AddressSanitizer+UBSan build in build-asan/
+#   scripts/setup.sh                   Release build in build/
+#   scripts/setup.sh --asan            also an AddressSanitizer+UBSan build in build-asan/
+#   scripts/setup.sh --werror [--asan] the same with warnings as errors (ESR_WERROR, what scripts/test.sh runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+asan=0 werror=OFF
+for arg in "$@"; do
+  case "$arg" in
+    --asan) asan=1 ;;
+    --werror) werror=ON ;;
+    *) echo "usage: scripts/setup.sh [--asan] [--werror]" >&2; exit 2 ;;
+  esac
+done
 
 PKGS=(build-essential cmake pkg-config librdkafka-dev libsqlite3-dev libcjson-dev libcmocka-dev libssl-dev
       sqlite3 kcat procps libcurl4-openssl-dev ca-certificates
@@ -25,11 +34,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 jobs=$(nproc)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DESR_WERROR=$werror >/dev/null
 cmake --build build -j"$jobs" >/dev/null
 echo "setup: built build/esr"
-if [ "${1:-}" = "--asan" ]; then
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DESR_SANITIZE=ON >/dev/null
+if [ $asan = 1 ]; then
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DESR_SANITIZE=ON -DESR_WERROR=$werror >/dev/null
   cmake --build build-asan -j"$jobs" >/dev/null
   echo "setup: built build-asan/esr (AddressSanitizer + UBSan)"
 fi

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# test.sh — the whole test suite: installs and builds (release and ASan+UBSan), then runs every test in both builds.
+# test.sh — the whole test suite: installs and builds with warnings as errors (Release and ASan+UBSan, and the other
+# build types with gcc and clang, compiled only), then runs every test in both full builds, then the fuzzers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --asan
+bash scripts/setup.sh --werror --asan
 start=$(date +%s)
+echo "== compile only, warnings as errors: gcc Debug, RelWithDebInfo; clang Release, RelWithDebInfo, Debug"
+for b in gcc:Debug gcc:RelWithDebInfo clang:Release clang:RelWithDebInfo clang:Debug; do
+  dir=build-${b%%:*}-${b#*:}
+  CC=${b%%:*} cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="${b#*:}" -DESR_WERROR=ON -DESR_TESTS=OFF >/dev/null
+  cmake --build "$dir" -j"$(nproc)" >/dev/null
+done
+echo "   compiled in $(( $(date +%s) - start )) s"
 echo "== release build: ctest"
 (cd build && ctest --output-on-failure -j2)
 echo "== AddressSanitizer + UBSan build: ctest"

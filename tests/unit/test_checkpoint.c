@@ -223,8 +223,9 @@ static void manifest_parse_refuses(void **state) {
       "[]",
       "{\"format\":1}",
       "{\"format\":2,\"topic\":\"t\"}",
-      "{\"format\":1,\"topic\":\"../x\",\"partition\":0,\"next_offset\":1,\"log_digest\":\"00\",\"applied\":0,"
-      "\"dead\":0,\"size\":1,\"sha256\":\"00\",\"esr_version\":\"x\",\"created_at\":\"x\",\"handlers\":[]}",
+      /* one string on two lines: the parentheses say so to clang's -Wstring-concatenation */
+      ("{\"format\":1,\"topic\":\"../x\",\"partition\":0,\"next_offset\":1,\"log_digest\":\"00\",\"applied\":0,"
+       "\"dead\":0,\"size\":1,\"sha256\":\"00\",\"esr_version\":\"x\",\"created_at\":\"x\",\"handlers\":[]}"),
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     esr_manifest *m = NULL;

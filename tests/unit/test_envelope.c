@@ -197,6 +197,211 @@ static void clear_is_safe_on_zeroed(void **state) {
   esr_envelope_clear(NULL);
 }
 
+/* --- strict JSON (RFC 8259): what cJSON alone accepts and the envelope refuses --- */
+
+/* `len` bytes of `text` are bad JSON whose message names byte `at` and says `what`. */
+static void expect_bad_at(const char *text, size_t len, size_t at, const char *what) {
+  esr_envelope env;
+  char msg[300] = "", want[40];
+  esr_envelope_result r = esr_envelope_parse(text, len, &env, msg, sizeof msg);
+  if (r != ESR_ENVELOPE_BAD_JSON) fail_msg("%.*s: got result %d, want bad JSON (%s)", (int)len, text, r, msg);
+  snprintf(want, sizeof want, "at byte %zu:", at);
+  assert_contains(msg, want);
+  assert_contains(msg, what);
+  assert_null(env.root);
+  assert_null(env.type);
+  assert_null(env.data);
+}
+
+/* An envelope whose data holds the string "<lead><fault>" (fault_len bytes, NULs allowed); the fault is expected at
+ * its first byte. */
+static void expect_bad_string(const char *lead, const char *fault, size_t fault_len, const char *what) {
+  static const char head[] = "{\"type\":\"t\",\"data\":{\"s\":\"", tail[] = "\"}}";
+  char text[300];
+  size_t n = 0, ll = strlen(lead);
+  assert_true(sizeof head + ll + fault_len + sizeof tail < sizeof text);
+  memcpy(text, head, sizeof head - 1), n += sizeof head - 1;
+  memcpy(text + n, lead, ll), n += ll;
+  memcpy(text + n, fault, fault_len), n += fault_len;
+  memcpy(text + n, tail, sizeof tail - 1), n += sizeof tail - 1;
+  expect_bad_at(text, n, sizeof head - 1 + ll, what);
+}
+#define BAD_STRING(lead, fault, what) expect_bad_string(lead, fault, sizeof fault - 1, what)
+
+/* The envelope with data {"s":"<inner>"} is accepted and "s" holds exactly `want` (want_len bytes). */
+static void expect_string_ok(const char *inner, const char *want, size_t want_len) {
+  char text[300];
+  snprintf(text, sizeof text, "{\"type\":\"t\",\"data\":{\"s\":\"%s\"}}", inner);
+  esr_envelope env;
+  char msg[300] = "";
+  if (parse(text, &env, msg, sizeof msg) != ESR_ENVELOPE_OK) fail_msg("%s refused: %s", text, msg);
+  const char *s = esr_json_string(env.data, "s");
+  assert_non_null(s);
+  assert_int_equal(strlen(s), want_len);
+  assert_memory_equal(s, want, want_len);
+  esr_envelope_clear(&env);
+}
+
+/* The issue's case: "acc-0005\u0000evil" reached the ledger as "acc-0005" and matched the Kafka key acc-0005. */
+static void escaped_nul_refused_not_cut(void **state) {
+  static const char acc[] = "{\"type\":\"account.deposited\",\"data\":{\"account\":\"acc-0005\\u0000evil\",\"amount\":1}}";
+  expect_bad_at(acc, sizeof acc - 1, (size_t)(strstr(acc, "\\u0000") - acc), "\\u0000");
+  BAD_STRING("", "\\u0000", "U+0000");
+  BAD_STRING("ab", "\\u0000", "U+0000");
+  /* in a member name too: "type\u0000x" would read as "type" */
+  static const char key[] = "{\"type\":\"t\",\"type\\u0000x\":\"u\",\"data\":{}}";
+  expect_bad_at(key, sizeof key - 1, (size_t)(strstr(key, "\\u0000") - key), "\\u0000");
+  static const char type[] = "{\"type\":\"t\\u0000x\",\"data\":{}}";
+  expect_bad_at(type, sizeof type - 1, (size_t)(strstr(type, "\\u0000") - type), "\\u0000");
+  /* other escapes of control characters are fine, and decode to what they say */
+  expect_string_ok("a\\u0001b", "a\x01" "b", 3);
+  expect_string_ok("\\t\\n\\r\\b\\f\\/\\\\\\\"", "\t\n\r\b\f/\\\"", 8);
+  expect_string_ok("\\u001f\\u0041\\u00e9", "\x1f" "A\xc3\xa9", 4);
+}
+
+static void raw_control_characters_in_strings_refused(void **state) {
+  BAD_STRING("x", "\x01y", "control character 0x01");
+  BAD_STRING("", "\x1f", "control character 0x1f");
+  BAD_STRING("tab", "\t", "control character 0x09");
+  BAD_STRING("line", "\nbreak", "control character 0x0a");
+  BAD_STRING("cr", "\r", "control character 0x0d");
+  /* a raw NUL inside the value's length cut the string, like \u0000 */
+  BAD_STRING("acc-0005", "\0evil", "control character 0x00");
+  static const char key[] = "{\"type\":\"t\",\"data\":{\"a\x02\":1}}";
+  expect_bad_at(key, sizeof key - 1, (size_t)(strchr(key, 0x02) - key), "control character 0x02");
+  expect_string_ok("del\x7f ok", "del\x7f ok", 7); /* DEL (0x7f) is not a control character in JSON */
+}
+
+static void invalid_utf8_in_strings_refused(void **state) {
+  BAD_STRING("acc-", "\xff" "9", "UTF-8");             /* the issue's account id */
+  BAD_STRING("", "\xfe", "UTF-8");
+  BAD_STRING("a", "\x80", "continuation byte 0x80");  /* a continuation byte with no lead */
+  BAD_STRING("", "\xbf", "continuation byte");
+  BAD_STRING("", "\xc0\xaf", "overlong");             /* '/' in two bytes */
+  BAD_STRING("", "\xc1\xbf", "overlong");
+  BAD_STRING("", "\xe0\x80\xaf", "overlong");         /* three bytes */
+  BAD_STRING("", "\xe0\x9f\xbf", "overlong");         /* U+07FF in three bytes */
+  BAD_STRING("", "\xf0\x80\x80\xaf", "overlong");     /* four bytes */
+  BAD_STRING("", "\xf0\x8f\xbf\xbf", "overlong");     /* U+FFFF in four bytes */
+  BAD_STRING("", "\xed\xa0\x80", "surrogate");        /* U+D800 encoded */
+  BAD_STRING("x", "\xed\xbf\xbf", "surrogate");       /* U+DFFF encoded */
+  BAD_STRING("", "\xed\xa0\xbd\xed\xb8\x80", "surrogate"); /* CESU-8 pair of U+1F600 */
+  BAD_STRING("", "\xf4\x90\x80\x80", "above U+10FFFF"); /* U+110000 */
+  BAD_STRING("", "\xf5\x80\x80\x80", "above U+10FFFF");
+  BAD_STRING("", "\xf8\x88\x80\x80\x80", "UTF-8");
+  BAD_STRING("", "\xc3", "truncated");                /* the string ends inside a sequence */
+  BAD_STRING("", "\xe2\x82", "truncated");
+  BAD_STRING("", "\xf0\x9d\x84", "truncated");
+  BAD_STRING("", "\xe2" "A", "truncated");
+  BAD_STRING("", "\xc3\xc3\xa9", "truncated");
+  static const char key[] = "{\"type\":\"t\",\"data\":{\"\xe9t\xe9\":1}}"; /* Latin-1 in a member name */
+  expect_bad_at(key, sizeof key - 1, (size_t)(strchr(key, 0xe9) - key), "UTF-8");
+  /* the boundaries of valid UTF-8 are accepted byte for byte */
+  expect_string_ok("\xc2\x80", "\xc2\x80", 2);                  /* U+0080 */
+  expect_string_ok("\xdf\xbf\xe0\xa0\x80", "\xdf\xbf\xe0\xa0\x80", 5); /* U+07FF U+0800 */
+  expect_string_ok("\xed\x9f\xbf\xee\x80\x80", "\xed\x9f\xbf\xee\x80\x80", 6); /* U+D7FF U+E000 */
+  expect_string_ok("\xef\xbf\xbf\xf0\x90\x80\x80", "\xef\xbf\xbf\xf0\x90\x80\x80", 7); /* U+FFFF U+10000 */
+  expect_string_ok("\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf", 4);  /* U+10FFFF */
+  expect_string_ok("caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e", 14);
+  expect_string_ok("\\ud83d\\ude00", "\xf0\x9f\x98\x80", 4);     /* an escaped surrogate pair is one code point */
+}
+
+static void escapes_checked_with_their_offset(void **state) {
+  /* cJSON reads \u with a non-hex digit as U+0000, which cut the string: "x\u00g0y" arrived as "x" */
+  BAD_STRING("x", "\\u00g0y", "4 hex digits");
+  BAD_STRING("", "\\uzzzz", "4 hex digits");
+  BAD_STRING("", "\\u004G", "4 hex digits");
+  /* cJSON refused these already, with no reason; the message now says what is wrong and where */
+  BAD_STRING("a", "\\x", "invalid escape \\x");
+  BAD_STRING("", "\\'", "invalid escape");
+  BAD_STRING("", "\\u12", "4 hex digits");
+  BAD_STRING("", "\\ud800", "high surrogate");
+  BAD_STRING("", "\\ud800\\u0041", "high surrogate");
+  BAD_STRING("", "\\udc00", "low surrogate");
+}
+
+static void whitespace_is_only_space_tab_cr_lf(void **state) {
+  static const char vt[] = "{\x0b\"type\":\"t\",\"data\":{}}";
+  expect_bad_at(vt, sizeof vt - 1, 1, "control byte 0x0b outside a string");
+  static const char ff[] = "\x0c{\"type\":\"t\",\"data\":{}}";
+  expect_bad_at(ff, sizeof ff - 1, 0, "control byte 0x0c");
+  static const char nul[] = "{\"type\":\x00\"t\",\"data\":{}}"; /* cJSON skips any byte <= 0x20, NUL included */
+  expect_bad_at(nul, sizeof nul - 1, 8, "control byte 0x00");
+  static const char one[] = "{\"type\":\"t\",\"data\":{\"n\":1\x01}}";
+  expect_bad_at(one, sizeof one - 1, (size_t)(strchr(one, 0x01) - one), "control byte 0x01");
+  static const char us[] = "{\"type\":\"t\",\"data\":{}\x1f}";
+  expect_bad_at(us, sizeof us - 1, (size_t)(strchr(us, 0x1f) - us), "control byte 0x1f");
+}
+
+/* RFC 8259 section 8.1: implementations MUST NOT add a byte order mark and MAY ignore one; esr refuses it. */
+static void utf8_byte_order_mark_refused(void **state) {
+  static const char bom[] = "\xef\xbb\xbf{\"type\":\"t\",\"data\":{}}";
+  expect_bad_at(bom, sizeof bom - 1, 0, "byte order mark");
+  static const char bom_ws[] = " \xef\xbb\xbf{\"type\":\"t\",\"data\":{}}"; /* refused by cJSON: not at the start */
+  expect(bom_ws, ESR_ENVELOPE_BAD_JSON, NULL);
+}
+
+static void numbers_follow_the_rfc_grammar(void **state) {
+  static const char *const bad[][2] = {
+      {"01", "leading zero"},   {"-01", "leading zero"}, {"00", "leading zero"},   {"007", "leading zero"},
+      {"1.", "decimal point"},  {"-0.", "decimal point"}, {"1.e3", "decimal point"}, {"1.E5", "decimal point"},
+      {"-.5", "'-' not followed"}, {"-.5e3", "'-' not followed"},
+      /* refused by cJSON already, now with the reason */
+      {".5", "digit or '-'"},   {"+1", "digit or '-'"},  {"-", "'-' not followed"},
+      {"1e", "exponent"},       {"1e+", "exponent"},     {"1E-", "exponent"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char text[100];
+    int at = snprintf(text, sizeof text, "{\"type\":\"t\",\"data\":{\"n\":");
+    int n = at + snprintf(text + at, sizeof text - (size_t)at, "%s}}", bad[i][0]);
+    expect_bad_at(text, (size_t)n, (size_t)at, bad[i][1]);
+  }
+  static const char version[] = "{\"type\":\"t\",\"version\":01,\"data\":{}}";
+  expect_bad_at(version, sizeof version - 1, (size_t)(strstr(version, "01") - version), "leading zero");
+  static const char in_array[] = "{\"type\":\"t\",\"data\":{\"a\":[1,2,03]}}";
+  expect_bad_at(in_array, sizeof in_array - 1, (size_t)(strstr(in_array, "03") - in_array), "leading zero");
+  static const char *const good[] = {"0", "-0", "0.5", "-0.5e-3", "1E+2", "10", "1e5", "0e0", "-0.0", "123.456E-07",
+                                     "9007199254740993"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+    char text[100];
+    snprintf(text, sizeof text, "{\"type\":\"t\",\"data\":{\"n\":%s,\"m\":[%s]}}", good[i], good[i]);
+    expect(text, ESR_ENVELOPE_OK, NULL);
+  }
+}
+
+/* The string scan reads 8 bytes at a time: a fault or an escape at any position of a long string is found, at its
+ * own offset, and plain bytes around it are kept. */
+static void long_strings_checked_at_every_position(void **state) {
+  static const unsigned char faults[] = {0x00, 0x01, 0x09, 0x1f, 0x80, 0xbf, 0xc0, 0xf5, 0xff};
+  char plain[41];
+  memset(plain, 'a', 40);
+  plain[40] = '\0';
+  for (size_t k = 0; k < 40; k++) {
+    for (size_t i = 0; i < sizeof faults; i++) {
+      char fault[41];
+      memcpy(fault, plain, 40);
+      fault[k] = (char)faults[i];
+      char lead[41];
+      memcpy(lead, plain, k);
+      lead[k] = '\0';
+      expect_bad_string(lead, fault + k, 40 - k, faults[i] < 0x20 ? "control character" : "UTF-8");
+    }
+    char inner[60], want[41];
+    snprintf(inner, sizeof inner, "%.*s\\\"%.*s", (int)k, plain, (int)(39 - k), plain);
+    memcpy(want, plain, 40);
+    want[k] = '"';
+    expect_string_ok(inner, want, 40);
+    snprintf(inner, sizeof inner, "%.*s\xc3\xa9%.*s", (int)k, plain, (int)(38 - k), plain);
+    if (k < 39) expect_string_ok(inner, inner, 40);
+  }
+}
+
+/* A fault far inside a document is reported at its own offset, after numbers were paired with the tree. */
+static void fault_after_numbers_and_nested_values(void **state) {
+  static const char text[] = "{\"type\":\"t\",\"version\":2,\"data\":{\"a\":[1,{\"b\":2.5}],\"c\":\"ok\",\"d\":\"\x01\"}}";
+  expect_bad_at(text, sizeof text - 1, (size_t)(strchr(text, '\x01') - text), "control character 0x01");
+}
+
 /* --- esr_json_int53 --- */
 
 static int int53_text(const char *json, int64_t lo, int64_t hi, int64_t *out) {
@@ -333,6 +538,15 @@ int main(void) {
       cmocka_unit_test(message_buffer_is_optional_and_bounded),
       cmocka_unit_test(refresh_rereads_after_modification),
       cmocka_unit_test(clear_is_safe_on_zeroed),
+      cmocka_unit_test(escaped_nul_refused_not_cut),
+      cmocka_unit_test(raw_control_characters_in_strings_refused),
+      cmocka_unit_test(invalid_utf8_in_strings_refused),
+      cmocka_unit_test(escapes_checked_with_their_offset),
+      cmocka_unit_test(whitespace_is_only_space_tab_cr_lf),
+      cmocka_unit_test(utf8_byte_order_mark_refused),
+      cmocka_unit_test(numbers_follow_the_rfc_grammar),
+      cmocka_unit_test(fault_after_numbers_and_nested_values),
+      cmocka_unit_test(long_strings_checked_at_every_position),
       cmocka_unit_test(int53_accepts_integers_in_range),
       cmocka_unit_test(int53_rejects_out_of_range_and_fractions),
       cmocka_unit_test(int53_rejects_non_numbers),

@@ -291,6 +291,51 @@ static void dead_letter_reasons_keep_message_bytes(void **state) {
   assert_int_equal(q_int(db(f), "SELECT count(*) FROM accounts"), 0);
 }
 
+/* Issue 10: cJSON alone let these reach the ledger. "acc-0005\u0000evil" arrived as "acc-0005", matched the Kafka key
+ * acc-0005 and was deposited; a raw control character was applied as is; invalid UTF-8 was stored as TEXT that other
+ * SQLite clients cannot read. The strict envelope dead-letters each as bad-json, naming the byte. */
+static void strict_json_dead_letters_nul_controls_and_bad_utf8(void **state) {
+  fixture *f = *state;
+  apply_ok(f, 0, "acc-0005", OPEN("acc-0005"));
+  commit_ok(f);
+  static const char nul[] =
+      "{\"type\":\"account.deposited\",\"time\":\"t\",\"data\":{\"account\":\"acc-0005\\u0000evil\",\"amount\":500}}";
+  static const char ctl[] =
+      "{\"type\":\"account.deposited\",\"time\":\"t\",\"data\":{\"account\":\"acc-0005\",\"amount\":7,\"memo\":\"a\x01\"}}";
+  static const char utf8[] =
+      "{\"type\":\"account.opened\",\"time\":\"t\",\"data\":{\"account\":\"acc-\xff" "9\",\"owner\":\"x\"}}";
+  static const char zero[] =
+      "{\"type\":\"account.deposited\",\"time\":\"t\",\"data\":{\"account\":\"acc-0005\",\"amount\":0100}}";
+  const dl_case cases[] = {
+      {"acc-0005", 8, LIT(nul), "bad-json", "\\u0000"},
+      {"acc-0005", 8, LIT(ctl), "bad-json", "control character 0x01"},
+      {"acc-\xff" "9", 6, LIT(utf8), "bad-json", "UTF-8"},
+      {"acc-0005", 8, LIT(zero), "bad-json", "leading zero"},
+  };
+  size_t n = sizeof cases / sizeof *cases;
+  for (size_t i = 0; i < n; i++) {
+    esr_error err = {0};
+    const dl_case *c = &cases[i];
+    if (apply_bytes(f->p, (int64_t)(1 + i), c->key, c->key_len, c->value, c->value_len, &err) != ESR_E_OK)
+      fail_msg("case %zu: %s", i, err.msg);
+  }
+  commit_ok(f);
+  assert_int_equal(balance(f, "acc-0005"), 0);
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM accounts"), 1);
+  assert_int_equal(esr_partition_committed(f->p)->dead, n);
+  tu_rows rows = tu_outbox(esr_partition_store(f->p));
+  assert_int_equal(rows.n, n);
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(rows.v[i].reason, cases[i].reason) != 0)
+      fail_msg("case %zu: reason %s, want %s (%s)", i, rows.v[i].reason, cases[i].reason, rows.v[i].error);
+    assert_contains(rows.v[i].error, cases[i].mention);
+    assert_contains(rows.v[i].error, "at byte ");
+    assert_int_equal(rows.v[i].value_len, cases[i].value_len);
+    assert_memory_equal(rows.v[i].value, cases[i].value, cases[i].value_len);
+  }
+  tu_rows_free(&rows);
+}
+
 static void redelivered_offsets_are_skipped(void **state) {
   fixture *f = *state;
   apply_ok(f, 0, "a1", OPEN("a1"));
@@ -1261,6 +1306,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(ledger_sequence_balances_and_counters),
       T(dead_letter_reasons_keep_message_bytes),
+      T(strict_json_dead_letters_nul_controls_and_bad_utf8),
       T(redelivered_offsets_are_skipped),
       T(rejected_event_leaves_state_unchanged_though_handler_wrote),
       T(amounts_invalid_never_rounded),
