@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "esr/config.h"
-#include "esr/dlq_replay.h"
+#include "config.h"
+#include "dlq_replay.h"
 
 extern char **environ;
 

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
-#include "esr/mock_cluster.h"
+#include "mock_cluster.h"
 
 static volatile sig_atomic_t g_stop;
 

@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "esr/config.h"
-#include "esr/log.h"
-#include "esr/worker.h"
+#include "config.h"
+#include "log.h"
+#include "worker.h"
 
 extern char **environ;
 

@@ -8,8 +8,8 @@
 #include <cjson/cJSON.h>
 
 #include "cmd.h"
-#include "esr/envelope.h"
-#include "esr/schema.h"
+#include "envelope.h"
+#include "schema.h"
 
 static void usage(FILE *out) {
   fprintf(

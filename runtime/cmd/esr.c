@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "esr/store.h"
+#include "store.h"
 
 static void usage(FILE *out) {
   fprintf(out,

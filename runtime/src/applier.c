@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/clock.h"
-#include "esr/crashguard.h"
-#include "esr/json_arena.h"
-#include "esr/log.h"
+#include "clock.h"
+#include "crashguard.h"
+#include "json_arena.h"
+#include "log.h"
 #include "worker_int.h"
 
 #define FOR_EACH_SLOT(a, s)                                                                                            \

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/kafka.h"
-#include "esr/log.h"
+#include "kafka.h"
+#include "log.h"
 #include "worker_int.h"
 
 /* Sends one request of `kind` to every applier and waits for all. Main thread only (it owns every `bcast`). */

@@ -1,5 +1,5 @@
 /* config.c — parsing and validation of the worker configuration, driven by one table of keys. */
-#include "esr/config.h"
+#include "config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* crashguard.c — in-flight markers, the fatal-signal crash record, and the careful pass that isolates a poison event. */
-#include "esr/crashguard.h"
+#include "crashguard.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* digest.c — the per-partition log digest chain (OpenSSL SHA-256; SHA-NI makes it a few hundred ns per event). */
-#include "esr/digest.h"
+#include "digest.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>

@@ -1,15 +1,15 @@
 /* dlq_replay.c — read the dead-letter topic to its current end to learn where re-sends would go, read those partitions
  * back for earlier re-sends, then read the dead-letter topic again (to the same end) and re-send what is left. */
-#include "esr/dlq_replay.h"
+#include "dlq_replay.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/kafka.h"
-#include "esr/readback.h"
-#include "esr/strset.h"
+#include "kafka.h"
+#include "readback.h"
+#include "strset.h"
 
 /* A dead letter's esr headers. */
 typedef struct dead_letter {

@@ -1,5 +1,5 @@
 /* envelope.c — JSON envelope parsing; strict, because whatever is accepted here is replayed forever. */
-#include "esr/envelope.h"
+#include "envelope.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /* error.c — the esr_error buffer: set, prefix, name. */
-#include "esr/error.h"
+#include "error.h"
 
 #include <stdarg.h>
 #include <stdio.h>

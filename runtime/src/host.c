@@ -1,6 +1,6 @@
 /* host.c — the services a handler reaches through esr_host_api while one of its callbacks runs, and the wrappers every
  * call into a plugin goes through. */
-#include "esr/host.h"
+#include "host.h"
 
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "esr/log.h"
-#include "esr/outbox.h"
+#include "log.h"
+#include "outbox.h"
 
 static sqlite3 *host_db(esr_ctx *ctx) { return esr_store_db(ctx->store); }
 

@@ -1,5 +1,5 @@
 /* json_arena.c — per-thread bump allocation for cJSON during one event; malloc/free outside. */
-#include "esr/json_arena.h"
+#include "json_arena.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* kafka.c — librdkafka configuration: esr's defaults, the user's kafka.* keys, the keys esr keeps for itself. */
-#include "esr/kafka.h"
+#include "kafka.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +7,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "esr/log.h"
+#include "log.h"
 
 typedef struct kafka_default {
   const char *key, *value;

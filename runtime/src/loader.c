@@ -1,6 +1,6 @@
 /* loader.c — dlopen a handler plugin, check its ABI and its libraries before running it, then check what its init
  * filled in. */
-#include "esr/loader.h"
+#include "loader.h"
 
 #include <cjson/cJSON.h>
 #include <dlfcn.h>

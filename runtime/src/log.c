@@ -1,5 +1,5 @@
 /* log.c — JSON or text log lines on stderr, one write(2) per record so that threads and processes do not interleave. */
-#include "esr/log.h"
+#include "log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* mock_cluster.c — hosting librdkafka's mock cluster: a handle to own it, topics, broker up/down. */
-#include "esr/mock_cluster.h"
+#include "mock_cluster.h"
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>

@@ -1,5 +1,5 @@
 /* outbox.c — the esr_outbox table: add in the batch, scan after commit, delete when acknowledged. */
-#include "esr/outbox.h"
+#include "outbox.h"
 
 #include <sqlite3.h>
 

@@ -1,6 +1,6 @@
 /* partition.c — one partition's apply loop body: envelope, routing, upcast, handler in a savepoint, dead letters, the
  * position, commits and the outbox's life after commit. Everything that makes "exactly once" true for the state. */
-#include "esr/partition.h"
+#include "partition.h"
 
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -8,13 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/clock.h"
-#include "esr/digest.h"
-#include "esr/envelope.h"
-#include "esr/host.h"
-#include "esr/json_arena.h"
-#include "esr/log.h"
-#include "esr/outbox.h"
+#include "clock.h"
+#include "digest.h"
+#include "envelope.h"
+#include "host.h"
+#include "json_arena.h"
+#include "log.h"
+#include "outbox.h"
 
 #define MAX_IN_FLIGHT 10000
 #define PUBLISH_SCAN 1000

@@ -1,12 +1,12 @@
 /* publisher.c — the outbox's producer: headers, delivery tickets, idempotent acks=all delivery. */
-#include "esr/publisher.h"
+#include "publisher.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/kafka.h"
+#include "kafka.h"
 
 struct esr_publisher {
   rd_kafka_t *rk;

@@ -1,14 +1,14 @@
 /* readback.c — read one partition from an offset to the end it had when the read began (manual assignment, partition
  * EOF events to know where the end is even when the last offsets are invisible to read_committed). */
-#include "esr/readback.h"
+#include "readback.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "esr/clock.h"
-#include "esr/kafka.h"
+#include "clock.h"
+#include "kafka.h"
 
 struct esr_readback {
   rd_kafka_t *rk;

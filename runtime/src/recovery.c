@@ -1,6 +1,6 @@
 /* recovery.c — the recovery ladder: pick the newest usable state of a partition (live database, local checkpoint,
  * remote checkpoint, or none), check the log covers it, put it in place. */
-#include "esr/recovery.h"
+#include "recovery.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -11,10 +11,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "esr/checkpoint.h"
-#include "esr/clock.h"
-#include "esr/cplister.h"
-#include "esr/store.h"
+#include "checkpoint.h"
+#include "clock.h"
+#include "cplister.h"
+#include "store.h"
 
 const char *esr_recovery_step_name(esr_recovery_step step) {
   switch (step) {

@@ -1,5 +1,5 @@
 /* registry.c — routing event types to the handler that claims them. */
-#include "esr/registry.h"
+#include "registry.h"
 
 #include <stdlib.h>
 #include <string.h>

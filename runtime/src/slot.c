@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/clock.h"
-#include "esr/log.h"
+#include "clock.h"
+#include "log.h"
 #include "worker_int.h"
 
 slot *esr__slot_find(applier *a, size_t t, int32_t partition) {

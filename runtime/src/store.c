@@ -1,5 +1,5 @@
 /* store.c — the partition database: connection settings, esr_* tables, transactions, statement cache, guard. */
-#include "esr/store.h"
+#include "store.h"
 
 #include <sqlite3.h>
 #include <stdio.h>

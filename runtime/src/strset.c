@@ -1,6 +1,6 @@
 /* strset.c — a bounded set of byte strings: open addressing (linear probing, load at most 1/2), FNV-1a hashes kept with
  * the members so that growing the table never rehashes a string. */
-#include "esr/strset.h"
+#include "strset.h"
 
 #include <errno.h>
 #include <stdint.h>

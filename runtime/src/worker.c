@@ -24,11 +24,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "esr/clock.h"
-#include "esr/host.h"
-#include "esr/json_arena.h"
-#include "esr/kafka.h"
-#include "esr/log.h"
+#include "clock.h"
+#include "host.h"
+#include "json_arena.h"
+#include "kafka.h"
+#include "log.h"
 #include "worker_int.h"
 
 void esr__worker_fatal(esr_worker *w, const esr_error *err) {

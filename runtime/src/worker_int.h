@@ -18,13 +18,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "esr/checkpointer.h"
-#include "esr/config.h"
-#include "esr/crashguard.h"
-#include "esr/partition.h"
-#include "esr/recovery.h"
-#include "esr/registry.h"
-#include "esr/worker.h"
+#include "checkpointer.h"
+#include "config.h"
+#include "crashguard.h"
+#include "partition.h"
+#include "recovery.h"
+#include "registry.h"
+#include "worker.h"
 
 #define RETRY_BACKOFF_MS 1000
 #define RETRY_BACKOFF_MAX_MS 30000

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "esr/envelope.h"
+#include "envelope.h"
 #include "esr/json.h"
 
 /* ---------------------------------------------------------------------------------------------------- consume */

@@ -19,8 +19,8 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "esr/config.h"
-#include "esr/store.h"
+#include "config.h"
+#include "store.h"
 #include "esrt_kafka.h"
 
 #ifndef ESR_BIN

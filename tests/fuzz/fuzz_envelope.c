@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/envelope.h"
+#include "envelope.h"
 #include "esr/json.h"
 
 #define CHECK(cond)                                                                                                    \

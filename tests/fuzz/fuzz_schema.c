@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/schema.h"
+#include "schema.h"
 
 #define CHECK(cond)                                                                                                    \
   do {                                                                                                                 \

@@ -15,10 +15,10 @@
 
 #include <cmocka.h>
 
-#include "esr/clock.h"
-#include "esr/config.h"
-#include "esr/readback.h"
-#include "esr/strset.h"
+#include "clock.h"
+#include "config.h"
+#include "readback.h"
+#include "strset.h"
 #include "esrt_case.h"
 #include "esrt_kafka.h"
 

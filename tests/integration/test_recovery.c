@@ -38,7 +38,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "esr/cpstore.h"
+#include "cpstore.h"
 #include "esrt_case.h"
 #include "esrt_kafka.h"
 #include "esrt_ledger.h"

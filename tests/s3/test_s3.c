@@ -22,8 +22,8 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "esr/cpstore.h"
-#include "esr/recovery.h"
+#include "cpstore.h"
+#include "recovery.h"
 #include "esrt_proc.h"
 #include "unit_util.h"
 #include "unit_checkpoint.h"

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/schema.h"
+#include "schema.h"
 
 #define SUITE_DIR "/usr/share/json-schema-test-suite/tests/draft7"
 

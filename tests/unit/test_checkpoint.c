@@ -16,8 +16,8 @@
 #include <stdatomic.h>
 #include <sys/wait.h>
 
-#include "esr/checkpoint.h"
-#include "esr/checkpointer.h"
+#include "checkpoint.h"
+#include "checkpointer.h"
 #include "unit_util.h"
 #include "unit_checkpoint.h"
 

@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-#include "esr/cpstore.h"
+#include "cpstore.h"
 #include "unit_util.h"
 #include "unit_checkpoint.h"
 

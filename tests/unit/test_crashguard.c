@@ -9,7 +9,7 @@
 
 #include <signal.h>
 
-#include "esr/crashguard.h"
+#include "crashguard.h"
 #include "unit_util.h"
 
 #define RETRIES 3

@@ -8,7 +8,7 @@
 
 #include <math.h>
 
-#include "esr/envelope.h"
+#include "envelope.h"
 #include "esr/json.h"
 #include "unit_util.h"
 

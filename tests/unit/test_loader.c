@@ -7,9 +7,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "esr/host.h"
-#include "esr/loader.h"
-#include "esr/registry.h"
+#include "host.h"
+#include "loader.h"
+#include "registry.h"
 #include "unit_util.h"
 
 #define PLUGIN(name) ESR_TEST_PLUGIN_DIR "/" name ".so"

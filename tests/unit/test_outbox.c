@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "esr/outbox.h"
-#include "esr/store.h"
+#include "outbox.h"
+#include "store.h"
 #include "unit_util.h"
 
 typedef struct fixture {

@@ -14,11 +14,11 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
-#include "esr/host.h"
-#include "esr/log.h"
-#include "esr/outbox.h"
-#include "esr/partition.h"
-#include "esr/registry.h"
+#include "host.h"
+#include "log.h"
+#include "outbox.h"
+#include "partition.h"
+#include "registry.h"
 #include "unit_util.h"
 #include "unit_outbox.h"
 

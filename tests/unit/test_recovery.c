@@ -16,10 +16,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "esr/clock.h"
-#include "esr/cplister.h"
-#include "esr/cpstore.h"
-#include "esr/recovery.h"
+#include "clock.h"
+#include "cplister.h"
+#include "cpstore.h"
+#include "recovery.h"
 #include "unit_util.h"
 #include "unit_checkpoint.h"
 

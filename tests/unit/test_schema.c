@@ -11,8 +11,8 @@
 #include <pthread.h>
 #include <sys/wait.h>
 
-#include "esr/envelope.h"
-#include "esr/schema.h"
+#include "envelope.h"
+#include "schema.h"
 #include "unit_util.h"
 
 static esr_schema *compile(const char *text, esr_error *err) {

@@ -8,7 +8,7 @@
 
 #include <sqlite3.h>
 
-#include "esr/store.h"
+#include "store.h"
 #include "unit_util.h"
 
 typedef struct fixture {

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "esr/strset.h"
+#include "strset.h"
 
 static void members_are_byte_strings(void **state) {
   (void)state;

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "esr/checkpoint.h"
-#include "esr/digest.h"
-#include "esr/store.h"
+#include "checkpoint.h"
+#include "digest.h"
+#include "store.h"
 
 typedef struct cpt_part {
   esr_store *s;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esr/outbox.h"
+#include "outbox.h"
 
 typedef struct tu_row {
   int64_t seq;

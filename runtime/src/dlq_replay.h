@@ -37,7 +37,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "esr/config.h"
+#include "config.h"
 
 #define ESR_DLQ_REPLAY_MAX_SET_BYTES ((size_t)256 << 20)
 

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "esr/error.h"
+#include "error.h"
 
 typedef struct esr_hasher esr_hasher;
 

@@ -1,5 +1,5 @@
 /* cplister.c — remote checkpoint listings on threads of their own, waited for with deadlines (see esr/cplister.h). */
-#include "esr/cplister.h"
+#include "cplister.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "esr/clock.h"
+#include "clock.h"
 
 enum { QUEUED, RUNNING, DONE };
 

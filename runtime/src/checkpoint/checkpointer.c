@@ -1,5 +1,5 @@
 /* checkpointer.c — a thread that writes, prunes and uploads partition checkpoints, one job at a time. */
-#include "esr/checkpointer.h"
+#include "checkpointer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,12 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "esr/checkpoint.h"
-#include "esr/clock.h"
-#include "esr/cplister.h"
-#include "esr/log.h"
-#include "esr/recovery.h"
-#include "esr/store.h"
+#include "checkpoint.h"
+#include "clock.h"
+#include "cplister.h"
+#include "log.h"
+#include "recovery.h"
+#include "store.h"
 
 struct esr_verify_ticket {
   _Atomic int state;

@@ -12,7 +12,7 @@
 #ifndef ESR_LOADER_H
 #define ESR_LOADER_H
 
-#include "esr/error.h"
+#include "error.h"
 #include "esr/handler.h"
 
 typedef struct esr_plugin {

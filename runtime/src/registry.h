@@ -6,8 +6,8 @@
 #ifndef ESR_REGISTRY_H
 #define ESR_REGISTRY_H
 
-#include "esr/config.h"
-#include "esr/loader.h"
+#include "config.h"
+#include "loader.h"
 
 typedef struct esr_registry {
   esr_plugin **plugins;

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "esr/store.h"
+#include "store.h"
 
 typedef struct esr_outbox_row {
   int64_t seq; /* assigned by esr_outbox_add */

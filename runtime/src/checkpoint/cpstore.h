@@ -23,8 +23,8 @@
 
 #include <stdint.h>
 
-#include "esr/checkpoint.h"
-#include "esr/error.h"
+#include "checkpoint.h"
+#include "error.h"
 
 typedef struct esr_cpstore esr_cpstore;
 

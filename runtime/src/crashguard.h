@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "esr/error.h"
+#include "error.h"
 
 /* The previous process's fatal signals: one entry per thread that crashed while processing an event (two threads can
  * crash at nearly the same moment; each appends its own line). */

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "cp_internal.h"
-#include "esr/digest.h"
+#include "digest.h"
 
 #define PATH_CAP 4096
 #define MEM_CAP (4 << 20) /* listings pages, manifests, error documents */

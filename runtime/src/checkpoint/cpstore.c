@@ -1,6 +1,6 @@
 /* cpstore.c — the remote checkpoint store's front: picks the backend from the URL and puts the URL before every
  * error. The backends are cpstore_file.c (file://) and cpstore_s3.c (s3://). */
-#include "esr/cpstore.h"
+#include "cpstore.h"
 
 #include <stdlib.h>
 #include <string.h>

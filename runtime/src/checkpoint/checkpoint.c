@@ -1,7 +1,7 @@
 /* checkpoint.c — local checkpoints: a VACUUM INTO copy from a connection of its own, its manifest, verification,
  * pruning, quarantine and restore. Durability order everywhere: data fsynced and renamed before the manifest that
  * vouches for it; the manifest removed before the data it vouched for. */
-#include "esr/checkpoint.h"
+#include "checkpoint.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -19,9 +19,9 @@
 #include <unistd.h>
 
 #include "cp_internal.h"
-#include "esr/digest.h"
+#include "digest.h"
 #include "esr/json.h"
-#include "esr/store.h"
+#include "store.h"
 
 #define PATH_CAP 4096
 #define COPY_CHUNK (1 << 20)

@@ -12,7 +12,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "esr/config.h"
+#include "config.h"
 
 typedef enum esr_kafka_role { ESR_KAFKA_CONSUMER, ESR_KAFKA_PRODUCER } esr_kafka_role;
 

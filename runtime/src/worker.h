@@ -14,7 +14,7 @@
 
 #include <signal.h>
 
-#include "esr/config.h"
+#include "config.h"
 
 typedef struct esr_worker esr_worker;
 

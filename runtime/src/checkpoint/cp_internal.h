@@ -4,7 +4,7 @@
 #ifndef ESR_CP_INTERNAL_H
 #define ESR_CP_INTERNAL_H
 
-#include "esr/cpstore.h"
+#include "cpstore.h"
 
 typedef struct esr__cpstore_ops {
   esr_code (*upload)(void *impl, const char *cp_dir, const esr_manifest *m, esr_error *err);

@@ -25,9 +25,9 @@
 
 #include <stdint.h>
 
-#include "esr/cplister.h"
-#include "esr/cpstore.h"
-#include "esr/error.h"
+#include "cplister.h"
+#include "cpstore.h"
+#include "error.h"
 
 typedef struct sqlite3 sqlite3;
 

@@ -38,7 +38,7 @@
 
 #include <stddef.h>
 
-#include "esr/error.h"
+#include "error.h"
 
 typedef struct cJSON cJSON;
 

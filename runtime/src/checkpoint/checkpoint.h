@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "esr/error.h"
+#include "error.h"
 
 #define ESR_CHECKPOINT_FORMAT 1 /* the manifest's "format"; a manifest of another format does not parse */
 

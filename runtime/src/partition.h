@@ -18,11 +18,11 @@
 
 #include <stdint.h>
 
-#include "esr/crashguard.h"
-#include "esr/publisher.h"
-#include "esr/registry.h"
-#include "esr/schema.h"
-#include "esr/store.h"
+#include "crashguard.h"
+#include "publisher.h"
+#include "registry.h"
+#include "schema.h"
+#include "store.h"
 
 typedef struct esr_partition esr_partition;
 

@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#include "esr/cpstore.h"
+#include "cpstore.h"
 
 typedef struct esr_cplister esr_cplister;
 typedef struct esr_cplist_ticket esr_cplist_ticket;

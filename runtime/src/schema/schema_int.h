@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "esr/schema.h"
+#include "schema.h"
 
 #define SX_NONE (-1) /* no subschema */
 

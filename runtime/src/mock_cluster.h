@@ -8,7 +8,7 @@
 #ifndef ESR_MOCK_CLUSTER_H
 #define ESR_MOCK_CLUSTER_H
 
-#include "esr/error.h"
+#include "error.h"
 
 typedef struct esr_mock esr_mock;
 

@@ -15,8 +15,8 @@
 
 #include <stdio.h>
 
-#include "esr/error.h"
-#include "esr/log.h"
+#include "error.h"
+#include "log.h"
 
 typedef enum esr_assignment { ESR_ASSIGN_GROUP = 0, ESR_ASSIGN_STATIC } esr_assignment;
 

@@ -16,8 +16,8 @@
 #define ESR_HOST_H
 
 #include "esr/handler.h"
-#include "esr/loader.h"
-#include "esr/store.h"
+#include "loader.h"
+#include "store.h"
 
 struct esr_ctx {
   esr_store *store;

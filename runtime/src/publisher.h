@@ -10,8 +10,8 @@
 
 #include <stdint.h>
 
-#include "esr/config.h"
-#include "esr/outbox.h"
+#include "config.h"
+#include "outbox.h"
 
 typedef struct esr_publisher esr_publisher;
 

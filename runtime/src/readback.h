@@ -27,9 +27,9 @@
 #include <librdkafka/rdkafka.h>
 #include <stdint.h>
 
-#include "esr/config.h"
-#include "esr/error.h"
-#include "esr/strset.h"
+#include "config.h"
+#include "error.h"
+#include "strset.h"
 
 typedef struct esr_readback esr_readback;
 

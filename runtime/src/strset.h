@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "esr/error.h"
+#include "error.h"
 
 typedef struct esr_strset esr_strset;
 
