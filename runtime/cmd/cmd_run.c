@@ -21,6 +21,7 @@ static void on_signal(int sig) {
 static void usage(FILE *out) {
   fprintf(out,
           "usage: esr run --config FILE\n"
+          "       esr run --keys-markdown   (the table of keys below, as the README's Markdown table)\n"
           "\n"
           "Runs a worker: consumes the configured topics, applies each event through the handler plugins to one\n"
           "SQLite database per partition (<state.dir>/<topic>-<partition>.db) and stores the next offset in the same\n"
@@ -36,7 +37,9 @@ static void usage(FILE *out) {
 }
 
 int esr_cmd_run(int argc, char **argv) {
-  static const struct option opts[] = {{"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+  static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"keys-markdown", no_argument, NULL, 'k'},
                                        {NULL, 0, NULL, 0}};
   const char *path = NULL;
   int c;
@@ -45,6 +48,7 @@ int esr_cmd_run(int argc, char **argv) {
     switch (c) {
     case 'c': path = optarg; break;
     case 'h': usage(stdout); return 0;
+    case 'k': esr_config_print_keys_markdown(stdout); return 0;
     default: usage(stderr); return 2;
     }
   }

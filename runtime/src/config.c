@@ -15,7 +15,7 @@ typedef struct key_spec {
   const char *name;
   setter_fn set;
   int required;
-  const char *def; /* shown in --help; the default itself is set by esr_config_new */
+  const char *def; /* the default: esr_config_new sets it through `set`; "<...>" only describes a derived default */
   const char *example;
   const char *help;
 } key_spec;
@@ -417,23 +417,20 @@ static const key_spec KEYS[] = {
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
+/* A default that is a value (not "<state.dir>/checkpoints", which describes one derived later). */
+static int settable_default(const key_spec *k) { return k->def && k->def[0] != '<'; }
+
 esr_config *esr_config_new(void) {
   esr_config *cfg = calloc(1, sizeof *cfg);
   if (!cfg) return NULL;
-  cfg->batch_max_events = 1000;
-  cfg->batch_max_ms = 100;
-  cfg->assignment = ESR_ASSIGN_GROUP;
-  cfg->log_level = ESR_LOG_INFO;
-  cfg->log_format = ESR_LOG_AUTO;
-  cfg->sqlite_cache_mb = 8;
-  cfg->checkpoint_interval_events = 1000000;
-  cfg->checkpoint_interval_ms = 600000;
-  cfg->checkpoint_keep = 3;
-  cfg->checkpoint_on_release = 1;
-  cfg->recovery_quick_check = 1;
-  cfg->recovery_store_wait_ms = 500;
-  cfg->recovery_store_wait_cold_ms = 30000;
-  cfg->max_crash_retries = 3;
+  /* Every default comes from the table, through the key's own setter: one place, parsed as a user's value is. */
+  for (size_t i = 0; i < N_KEYS; i++) {
+    if (!settable_default(&KEYS[i])) continue;
+    if (KEYS[i].set(cfg, KEYS[i].name, KEYS[i].def, "default", NULL) != ESR_E_OK) {
+      esr_config_free(cfg); /* out of memory, or a default its own setter refuses (a bug the unit tests catch) */
+      return NULL;
+    }
+  }
   return cfg;
 }
 
@@ -751,6 +748,38 @@ const char *esr_config_kafka_get(const esr_config *cfg, const char *key) {
 int esr_config_static_owns(const esr_config *cfg, int p) {
   if (cfg->instance_count) return p % cfg->instance_count == cfg->instance_index;
   return bsearch(&p, cfg->partitions, cfg->n_partitions, sizeof(int), cmp_int) != NULL;
+}
+
+/* Text in a Markdown table cell: '<' and '>' would read as HTML, '|' as a cell boundary. */
+static void md_text(FILE *out, const char *s) {
+  for (; *s; s++) {
+    if (*s == '<')
+      fputs("&lt;", out);
+    else if (*s == '>')
+      fputs("&gt;", out);
+    else if (*s == '|')
+      fputs("\\|", out);
+    else
+      fputc(*s, out);
+  }
+}
+
+void esr_config_print_keys_markdown(FILE *out) {
+  fprintf(out, "| key | default | meaning |\n| --- | --- | --- |\n");
+  for (size_t i = 0; i < N_KEYS; i++) {
+    const key_spec *k = &KEYS[i];
+    fprintf(out, "| `%s` | ", k->name);
+    if (k->required)
+      fputs("(required)", out);
+    else if (k->def)
+      fprintf(out, "`%s`", k->def);
+    fputs(" | ", out);
+    md_text(out, k->help);
+    fputs(" |\n", out);
+  }
+  fprintf(out, "| `handler.<stem>.<key>` | | an option of the handler plugin &lt;stem&gt;.so, given to its init, which "
+               "refuses options it does not know; never printed |\n");
+  fprintf(out, "| `kafka.*` | | any librdkafka property, passed through unchanged (secrets never printed) |\n");
 }
 
 void esr_config_print_keys(FILE *out) {

@@ -95,5 +95,7 @@ void esr_config_mask(char *text, size_t cap, const char *secret);
 size_t esr_config_key_distance(const char *a, const char *b);
 /* Writes the table of keys (name, default, help) for --help. */
 void esr_config_print_keys(FILE *out);
+/* The same as a Markdown table (key | default | meaning): the README's table is this output. */
+void esr_config_print_keys_markdown(FILE *out);
 
 #endif

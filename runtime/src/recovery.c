@@ -45,22 +45,10 @@ static int exists(const char *path) {
   return stat(path, &st) == 0;
 }
 
-/* Renames the live database and its -wal/-shm to "<live>.corrupt-<UTC time>": kept for inspection, never deleted. */
+/* Moves a damaged live database aside as "<live>.corrupt-<UTC time>"; `aside` says where, or why it could not. */
 static void move_aside(const char *live, char *aside, size_t cap) {
-  char stamp[32];
-  time_t now = time(NULL);
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-  snprintf(aside, cap, "%s.corrupt-%s", live, stamp);
-  static const char *const sfx[] = {"-wal", "-shm", "-journal"};
-  for (int i = 0; i < 3; i++) {
-    char from[4200], to[4200];
-    snprintf(from, sizeof from, "%s%s", live, sfx[i]);
-    snprintf(to, sizeof to, "%s%s", aside, sfx[i]);
-    if (exists(from)) rename(from, to);
-  }
-  rename(live, aside);
+  esr_error err;
+  if (esr_store_move_aside(live, "corrupt", aside, cap, &err) != ESR_E_OK) snprintf(aside, cap, "(not moved: %s)", err.msg);
 }
 
 /* PRAGMA quick_check on an open connection: ESR_E_CORRUPT with its first finding, ESR_E_IO when it cannot run. */

@@ -1,12 +1,14 @@
 /* store.c — the partition database: connection settings, esr_* tables, transactions, statement cache, guard. */
 #include "store.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct stmt_entry {
   uint64_t hash;
@@ -118,6 +120,33 @@ esr_code esr_store_error(esr_store *s, esr_error *err, const char *what) {
 
 void esr_store_path(char *buf, size_t cap, const char *dir, const char *topic, int32_t partition) {
   snprintf(buf, cap, "%s/%s-%d.db", dir, topic, (int)partition);
+}
+
+esr_code esr_store_move_aside(const char *path, const char *tag, char *aside, size_t cap, esr_error *err) {
+  char stamp[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+  struct stat st;
+  snprintf(aside, cap, "%s.%s-%s", path, tag, stamp);
+  for (int i = 1; lstat(aside, &st) == 0 && i < 1000; i++) snprintf(aside, cap, "%s.%s-%s-%d", path, tag, stamp, i);
+  /* The WAL and a rollback journal hold committed or half-written pages of this file: they go with it, first, so
+   * that they are never replayed into another file at `path`. The -shm is only an index of the WAL: removed. */
+  static const char *const sfx[] = {"-wal", "-journal"};
+  char from[4200], to[4300];
+  for (int i = 0; i < 2; i++) {
+    snprintf(from, sizeof from, "%s%s", path, sfx[i]);
+    snprintf(to, sizeof to, "%s%s", aside, sfx[i]);
+    if (rename(from, to) != 0 && errno != ENOENT)
+      return esr_error_set(err, ESR_E_IO, errno, "cannot move %s aside to %s: %s", from, to, strerror(errno));
+  }
+  snprintf(from, sizeof from, "%s-shm", path);
+  if (unlink(from) != 0 && errno != ENOENT)
+    return esr_error_set(err, ESR_E_IO, errno, "cannot remove %s: %s", from, strerror(errno));
+  if (rename(path, aside) != 0)
+    return esr_error_set(err, ESR_E_IO, errno, "cannot move %s aside to %s: %s", path, aside, strerror(errno));
+  return ESR_E_OK;
 }
 
 /* Denies what would let a handler break the batch: transaction control and attaching other databases. */
@@ -233,11 +262,11 @@ esr_code esr_store_open(const char *dir, const char *topic, int32_t partition, c
   }
   sqlite3_extended_result_codes(s->db, 1);
   sqlite3_busy_timeout(s->db, 5000);
-  char pragmas[256];
+  char pragmas[256], cache[64] = ""; /* the page cache: sqlite.cache.mb, else SQLite's own default */
+  if (opts && opts->cache_mb > 0) snprintf(cache, sizeof cache, "PRAGMA cache_size=-%d;", opts->cache_mb * 1024);
   snprintf(pragmas, sizeof pragmas,
-           "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-%d; PRAGMA temp_store=MEMORY;"
-           "PRAGMA secure_delete=OFF;",
-           (opts && opts->cache_mb > 0 ? opts->cache_mb : 8) * 1024);
+           "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; %s PRAGMA temp_store=MEMORY; PRAGMA secure_delete=OFF;",
+           cache);
   if ((rc = exec(s, pragmas, err)) != ESR_E_OK) goto fail;
   if ((rc = exec(s, SCHEMA, err)) != ESR_E_OK) goto fail;
   if ((rc = read_position(s, err)) != ESR_E_OK) goto fail;

@@ -32,7 +32,7 @@ typedef struct esr_position {
 } esr_position;
 
 typedef struct esr_store_opts {
-  int cache_mb;
+  int cache_mb; /* page cache in MiB (sqlite.cache.mb); 0: SQLite's default */
 } esr_store_opts;
 
 /* Process-wide SQLite settings, for a program's start, before any other SQLite call (later, it changes nothing):
@@ -46,6 +46,9 @@ int esr_store_is_storage_fault(int ext);
 
 /* Builds "<dir>/<topic>-<partition>.db" into buf. */
 void esr_store_path(char *buf, size_t cap, const char *dir, const char *topic, int32_t partition);
+/* Keeps a database for inspection, never deleting it: renames `path` with its -wal and -journal to
+ * "<path>.<tag>-<UTC time>" (a name no file has yet; into aside) and removes its -shm. The database must be closed. */
+esr_code esr_store_move_aside(const char *path, const char *tag, char *aside, size_t cap, esr_error *err);
 
 /* Opens (creating when absent) the database of topic/partition in `dir`. A database that belongs to another
  * topic/partition, or is not a database, is ESR_E_CORRUPT. */

@@ -399,9 +399,35 @@ static void run_usage_errors_exit_2(void **state) {
   result_free(&r);
 }
 
+
+/* The README's table of keys is the configuration table's own output (esr run --keys-markdown), not a copy kept by
+ * hand: a key added, removed or changed without the README fails here. Regenerate the part between the markers with
+ * build/esr run --keys-markdown. */
+static void readme_keys_table_is_generated(void **state) {
+  fixture *f = *state;
+  static const char *const args[] = {"run", "--keys-markdown", NULL};
+  result r = run_esr(f, args, NULL);
+  assert_int_equal(r.status, 0);
+  char *readme = tu_read_file(ESR_SOURCE_DIR "/README.md", NULL);
+  assert_non_null(readme);
+  const char *begin = strstr(readme, "<!-- keys:");
+  assert_non_null(begin);
+  begin = strchr(begin, '\n');
+  assert_non_null(begin);
+  begin++;
+  const char *end = strstr(begin, "<!-- /keys -->");
+  assert_non_null(end);
+  size_t len = (size_t)(end - begin);
+  if (strlen(r.out) != len || strncmp(r.out, begin, len) != 0)
+    fail_msg("README.md's table of keys differs from `esr run --keys-markdown`: regenerate it between the markers");
+  free(readme);
+  result_free(&r);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
+      T(readme_keys_table_is_generated),
       T(unknown_key_exit_2_one_line),
       T(missing_required_key_exit_2),
       T(bad_value_exit_2),

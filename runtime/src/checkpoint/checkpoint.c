@@ -1069,22 +1069,6 @@ static int exists(const char *path) {
   return lstat(path, &st) == 0;
 }
 
-/* Renames `live` and its -wal and -journal to `aside` (-shm is only an index, removed). */
-static esr_code move_aside(const char *live, const char *aside, esr_error *err) {
-  static const char *const sfx[] = {"-wal", "-journal"};
-  char from[PATH_CAP + 16], to[PATH_CAP + 80];
-  for (int i = 0; i < 2; i++) {
-    snprintf(from, sizeof from, "%s%s", live, sfx[i]);
-    snprintf(to, sizeof to, "%s%s", aside, sfx[i]);
-    if (rename(from, to) != 0 && errno != ENOENT) return esr__cp_io_error(err, "cannot move aside", from);
-  }
-  snprintf(from, sizeof from, "%s-shm", live);
-  esr_code rc = unlink_if_present(from, err);
-  if (rc != ESR_E_OK) return rc;
-  if (rename(live, aside) != 0) return esr__cp_io_error(err, "cannot move aside", live);
-  return ESR_E_OK;
-}
-
 esr_code esr_checkpoint_restore(const char *cp_dir, const esr_manifest *m, const char *state_dir, int flags,
                                 char *moved_to, size_t moved_cap, esr_error *err) {
   char src[PATH_CAP], live[PATH_CAP], tmp[PATH_CAP + 32], aside[PATH_CAP + 64];
@@ -1119,11 +1103,7 @@ esr_code esr_checkpoint_restore(const char *cp_dir, const esr_manifest *m, const
   fd = -1;
   if ((rc = check_position(tmp, m, err)) != ESR_E_OK) goto fail;
   if ((flags & ESR_RESTORE_KEEP_OLD) && exists(live)) {
-    char now[32];
-    utc_now(now, sizeof now, 0);
-    snprintf(aside, sizeof aside, "%s.old-%s", live, now);
-    for (int i = 1; exists(aside) && i < 100; i++) snprintf(aside, sizeof aside, "%s.old-%s-%d", live, now, i);
-    if ((rc = move_aside(live, aside, err)) != ESR_E_OK) goto fail;
+    if ((rc = esr_store_move_aside(live, "old", aside, sizeof aside, err)) != ESR_E_OK) goto fail;
     if (moved_to && moved_cap) snprintf(moved_to, moved_cap, "%s", aside);
   } else {
     /* A journal or WAL left by the old file would be replayed into the new one: they go first. */
