@@ -17,6 +17,7 @@ done
 PKGS=(build-essential cmake pkg-config librdkafka-dev libsqlite3-dev libcjson-dev libcmocka-dev libssl-dev
       sqlite3 kcat procps libcurl4-openssl-dev ca-certificates
       libpcre2-dev json-schema-test-suite # JSON Schema: regex library; the official test suite (tests/schema)
+      libyaml-dev                         # handlers written in SQL (their YAML file)
       clang libclang-rt-14-dev)            # libFuzzer harnesses (scripts/fuzz.sh)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -2,6 +2,8 @@
  * filled in. */
 #include "loader.h"
 
+#include "sqlhandler.h"
+
 #include <cjson/cJSON.h>
 #include <dlfcn.h>
 #include <link.h>
@@ -105,6 +107,14 @@ static esr_code check_libraries(void *dl, const loaded_set *before, const char *
 
 esr_plugin *esr_plugin_load(const char *path, const esr_host_api *host, const esr_handler_option *options,
                             esr_error *err) {
+  if (esr_sqlhandler_is_file(path)) { /* a handler written in SQL, served by the built-in plugin */
+    esr_plugin *q = esr_sqlhandler_load(path, host, options, err);
+    if (q && check_handler(&q->handler, path, err) != ESR_E_OK) {
+      esr_plugin_free(q);
+      return NULL;
+    }
+    return q;
+  }
   esr_plugin *p = calloc(1, sizeof *p);
   if (!p || !(p->path = strdup(path))) {
     esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
