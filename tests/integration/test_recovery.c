@@ -323,7 +323,10 @@ static void ladder_under_damage(void **state) {
 
   /* ---- what was set aside, never deleted ---- */
   char first[1400];
-  assert_int_equal(1, esrt_dir_count_prefix(state_dir, aside_expect, first, sizeof first));
+  /* the database, and its WAL when one was open (the corruption may be met by an event before quick_check) */
+  int n_aside = esrt_dir_count_prefix(state_dir, aside_expect, first, sizeof first);
+  assert_true(n_aside >= 1 && n_aside <= 2);
+  assert_null(strstr(first + strlen(first) - 4, "-wal")); /* the first in name order is the database itself */
   uint8_t aside_sha[32];
   assert_int_equal(0, esrt_file_sha256(first, aside_sha));
   assert_memory_equal(corrupt_sha, aside_sha, 32); /* the corrupt file, byte for byte */
