@@ -7,5 +7,6 @@ int esr_cmd_run(int argc, char **argv);
 int esr_cmd_mock_cluster(int argc, char **argv);
 int esr_cmd_schema(int argc, char **argv);
 int esr_cmd_dlq(int argc, char **argv);
+int esr_cmd_handler(int argc, char **argv);
 
 #endif

@@ -61,6 +61,9 @@ typedef struct event_spec {
   sql_text check_select; /* one column per check (global checks first) */
   sql_text *run;
   int n_run;
+  char **emit_topics; /* one per emit */
+  int n_emits;
+  sql_text emit_select; /* SELECT key1, value1, key2, value2, ... after the statements ran */
 } event_spec;
 
 typedef struct option_spec {
@@ -400,6 +403,48 @@ static int parse_upcasts(loading *L, sql_handler *h, event_spec *e, const yaml_n
   return 0;
 }
 
+/* emit: [{topic: T, key: SQL, value: SQL}, ...] -> one SELECT of key and value columns, evaluated after `run`. */
+static int parse_emits(loading *L, sql_handler *h, event_spec *e, const yaml_node_t *seq) {
+  if (seq->type != YAML_SEQUENCE_NODE) return fail_at(L, seq, "emit: expected a list of {topic, key, value}");
+  size_t len = 16;
+  for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
+    yaml_node_t *m = node(L, *it);
+    if (!m || m->type != YAML_MAPPING_NODE) return fail_at(L, m, "an emit is {topic: name, key: SQL, value: SQL}");
+    const char *topic = NULL, *key = NULL, *value = NULL;
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+      const char *k = scalar(node(L, p->key)), *v = scalar(node(L, p->value));
+      if (!k || !v) return fail_at(L, node(L, p->key), "an emit's keys and values are text");
+      if (strcmp(k, "topic") == 0) topic = v;
+      else if (strcmp(k, "key") == 0) key = v;
+      else if (strcmp(k, "value") == 0) value = v;
+      else return fail_at(L, node(L, p->key), "unknown key '%s' in an emit (topic, key, value)", k);
+    }
+    if (!topic || !*topic || !value) return fail_at(L, m, "an emit needs topic: and value: (key: is optional)");
+    char **g = realloc(e->emit_topics, (size_t)(e->n_emits + 1) * sizeof *g);
+    if (!g) return fail_at(L, m, "out of memory");
+    e->emit_topics = g;
+    if (!(e->emit_topics[e->n_emits++] = xstrdup(topic))) return fail_at(L, m, "out of memory");
+    len += strlen(value) + (key ? strlen(key) : 4) + 16;
+  }
+  char *sel = malloc(len);
+  if (!sel) return fail_at(L, seq, "out of memory");
+  size_t k = (size_t)snprintf(sel, len, "SELECT ");
+  int i = 0;
+  for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++, i++) {
+    yaml_node_t *m = node(L, *it);
+    const char *key = "NULL", *value = "NULL";
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+      const char *kk = scalar(node(L, p->key));
+      if (strcmp(kk, "key") == 0) key = scalar(node(L, p->value));
+      if (strcmp(kk, "value") == 0) value = scalar(node(L, p->value));
+    }
+    k += (size_t)snprintf(sel + k, len - k, "%s(%s), (%s)", i ? ", " : "", key, value);
+  }
+  int rc = compile_sql(L, seq, h, sel, &e->emit_select);
+  free(sel);
+  return rc;
+}
+
 static int parse_event(loading *L, sql_handler *h, event_spec *e, const char *type, const yaml_node_t *spec,
                        char *const *global_conds, int n_global, const check *global_checks) {
   memset(e, 0, sizeof *e);
@@ -408,7 +453,7 @@ static int parse_event(loading *L, sql_handler *h, event_spec *e, const char *ty
   if (!e->type) return fail_at(L, spec, "out of memory");
   if (!spec || spec->type != YAML_MAPPING_NODE)
     return fail_at(L, spec, "event %s: expected a mapping (versions, upcast, checks, run)", type);
-  const yaml_node_t *upcast = NULL, *checks = NULL, *run = NULL;
+  const yaml_node_t *upcast = NULL, *checks = NULL, *run = NULL, *emit = NULL;
   for (yaml_node_pair_t *p = spec->data.mapping.pairs.start; p < spec->data.mapping.pairs.top; p++) {
     const char *k = scalar(node(L, p->key));
     yaml_node_t *v = node(L, p->value);
@@ -421,8 +466,10 @@ static int parse_event(loading *L, sql_handler *h, event_spec *e, const char *ty
       checks = v;
     } else if (strcmp(k, "run") == 0) {
       run = v;
+    } else if (strcmp(k, "emit") == 0) {
+      emit = v;
     } else {
-      return fail_at(L, node(L, p->key), "event %s: unknown key '%s' (versions, upcast, checks, run)", type, k);
+      return fail_at(L, node(L, p->key), "event %s: unknown key '%s' (versions, upcast, checks, run, emit)", type, k);
     }
   }
   if (upcast && parse_upcasts(L, h, e, upcast) != 0) return -1;
@@ -465,6 +512,7 @@ static int parse_event(loading *L, sql_handler *h, event_spec *e, const char *ty
     free(stmts[i]);
   }
   free(stmts);
+  if (rc == 0 && emit) rc = parse_emits(L, h, e, emit);
   return rc;
 }
 
@@ -491,6 +539,9 @@ static void handler_free(sql_handler *h) {
     sql_text_free(&e->check_select);
     for (int r = 0; r < e->n_run; r++) sql_text_free(&e->run[r]);
     free(e->run);
+    for (int m = 0; m < e->n_emits; m++) free(e->emit_topics[m]);
+    free(e->emit_topics);
+    sql_text_free(&e->emit_select);
   }
   free(h->events);
   free(h->types);
@@ -864,6 +915,28 @@ static int cb_apply(esr_ctx *ctx, const esr_event *ev) {
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     }
     if (rc != SQLITE_DONE) return sql_failed(h, ctx, "run");
+  }
+  if (e->n_emits > 0) {
+    sqlite3_stmt *st = h->host->stmt(ctx, e->emit_select.sql);
+    if (!st) return ESR_FATAL;
+    bind_all(st, &e->emit_select, &vals);
+    if (sqlite3_step(st) != SQLITE_ROW) return sql_failed(h, ctx, "emit");
+    for (int m = 0; m < e->n_emits; m++) {
+      const void *key = sqlite3_column_type(st, 2 * m) == SQLITE_NULL ? NULL : sqlite3_column_blob(st, 2 * m);
+      size_t key_len = key ? (size_t)sqlite3_column_bytes(st, 2 * m) : 0;
+      const void *value = sqlite3_column_blob(st, 2 * m + 1);
+      size_t value_len = (size_t)sqlite3_column_bytes(st, 2 * m + 1);
+      if (sqlite3_column_type(st, 2 * m + 1) == SQLITE_NULL) {
+        sqlite3_reset(st);
+        h->host->error(ctx, "emit %d to %s: the value is NULL", m + 1, e->emit_topics[m]);
+        return ESR_FATAL;
+      }
+      if (h->host->emit(ctx, e->emit_topics[m], key, key_len, value, value_len) != 0) {
+        sqlite3_reset(st);
+        return ESR_FATAL; /* the host set the message */
+      }
+    }
+    sqlite3_reset(st);
   }
   return ESR_OK;
 }

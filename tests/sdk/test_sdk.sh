@@ -90,5 +90,16 @@ set +e; "$prefix/bin/esr" run --config typo.conf >typo.log 2>&1; code=$?; set -e
 [ $code = 3 ] || fail "a misspelled handler option: exit $code, expected 3"
 grep -q "unknown option 'greetin'" typo.log || fail "the refusal does not name the option: $(cat typo.log)"
 echo "# a misspelled option is refused: $(grep -o "unknown option '[a-z]*'" typo.log)"
+# esr handler new: a project made in an empty directory builds against the installed esr and passes its own test;
+# a deliberately wrong expectation then fails it, with a diff.
+"$prefix/bin/esr" handler new tally --dir "$work/tally" >new.log
+cmake -S tally -B tally/build -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_FLAGS="-Wall -Werror" >>cmake.log
+cmake --build tally/build >>cmake.log
+ctest --test-dir tally/build --output-on-failure >tally-ok.log 2>&1 || fail "the generated project's test fails: $(cat tally-ok.log)"
+echo "# esr handler new tally: built against the installed SDK, its test passes as generated"
+sed -i 's/^apple|7$/apple|70/' tally/tests/expected.txt
+if ctest --test-dir tally/build --output-on-failure >tally-bad.log 2>&1; then fail "a wrong expectation passed"; fi
+grep -q -- '- apple|70' tally-bad.log && grep -q -- '+ apple|7' tally-bad.log || fail "no diff: $(cat tally-bad.log)"
+echo "# a wrong expectation fails with a diff: $(grep -- '- apple|70' tally-bad.log | xargs) / $(grep -- '+ apple|7' tally-bad.log | xargs)"
 ok=1
 echo "PASS"
