@@ -15,6 +15,7 @@
 #include "partition.h"
 #include "registry.h"
 #include "sqlhandler.h"
+#include "statedigest.h"
 #include "unit_util.h"
 
 #define LEDGER_SO ESR_BUILD_DIR "/handlers/ledger.so"
@@ -126,6 +127,12 @@ static void sql_ledger_equals_c_ledger(void **state) {
     free(a);
     free(b);
   }
+  /* The state digest (every handler table, in canonical order) is the same: the SQL ledger is the C ledger. */
+  uint8_t dc[32], dy[32];
+  esr_error err = {0};
+  assert_int_equal(esr_state_digest(db_of(&c), dc, &err), ESR_E_OK);
+  assert_int_equal(esr_state_digest(db_of(&y), dy, &err), ESR_E_OK);
+  assert_memory_equal(dc, dy, 32);
   /* Whatever the reason, each kind of rejection has a message. */
   char *msgs = rows(db_of(&y), "SELECT DISTINCT reason FROM esr_outbox WHERE error IS NULL OR error = ''");
   assert_string_equal(msgs, "");
