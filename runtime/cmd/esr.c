@@ -16,6 +16,8 @@ static void usage(FILE *out) {
           "  mock-cluster           host librdkafka's mock Kafka cluster in this process, for tests and demos\n"
           "  schema check SCHEMA    validate JSON documents against a JSON Schema (draft-07), as the worker does\n"
           "  dlq replay             put dead-lettered events back into their source topic after a fix\n"
+          "  history --key K        one entity's timeline: its events and the row changes each made\n"
+          "  query DIR 'SQL'        read-only SQL over every partition database of a state directory\n"
           "  help [COMMAND]         show help\n"
           "  version                print the version\n"
           "\n"
@@ -34,6 +36,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "mock-cluster") == 0) return esr_cmd_mock_cluster(argc - 1, argv + 1);
   if (strcmp(cmd, "schema") == 0) return esr_cmd_schema(argc - 1, argv + 1);
   if (strcmp(cmd, "dlq") == 0) return esr_cmd_dlq(argc - 1, argv + 1);
+  if (strcmp(cmd, "history") == 0) return esr_cmd_history(argc - 1, argv + 1);
+  if (strcmp(cmd, "query") == 0) return esr_cmd_query(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("esr %s\n", ESR_VERSION);
     return 0;
@@ -45,6 +49,8 @@ int main(int argc, char **argv) {
       if (strcmp(argv[2], "mock-cluster") == 0) return esr_cmd_mock_cluster(2, sub);
       if (strcmp(argv[2], "schema") == 0) return esr_cmd_schema(2, sub);
       if (strcmp(argv[2], "dlq") == 0) return esr_cmd_dlq(2, sub);
+      if (strcmp(argv[2], "history") == 0) return esr_cmd_history(2, sub);
+      if (strcmp(argv[2], "query") == 0) return esr_cmd_query(2, sub);
     }
     usage(stdout);
     return 0;
