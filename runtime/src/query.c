@@ -278,6 +278,7 @@ void esr_query_close(esr_query *q) {
 
 size_t esr_query_partitions(const esr_query *q) { return q->n_parts; }
 int esr_query_from_checkpoints(const esr_query *q) { return q->checkpoints; }
+int64_t esr_query_rows_read(const esr_query *q) { return q->rows_read; }
 
 esr_code esr_query_open(const char *dir, esr_query **out, esr_error *err) {
   *out = NULL;

@@ -46,6 +46,9 @@ void esr_query_close(esr_query *q);
 size_t esr_query_partitions(const esr_query *q);
 int esr_query_from_checkpoints(const esr_query *q);
 
+/* Rows the partitions' own statements returned so far: what the query read after pushdown. */
+int64_t esr_query_rows_read(const esr_query *q);
+
 /* Runs `sql`, writing every result set to out. *rows (may be NULL) counts the rows written. ESR_E_CONFIG: refused
  * (see above) or an error SQLite reports against the query itself; ESR_E_SQLITE / ESR_E_IO: a partition could not be
  * read. */

@@ -42,6 +42,7 @@ struct esr_query {
   int checkpoints;
   sqlite3 *db;        /* the in-memory database the union tables live in */
   int read_failed;    /* a partition could not be read during the last statement (set by the module) */
+  int64_t rows_read;  /* rows the partitions' own statements returned, since the query was opened */
   char denied[160];   /* what the authorizer refused while the last statement was compiled ("" when nothing) */
 };
 

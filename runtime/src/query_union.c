@@ -280,6 +280,7 @@ static int advance(uvtab *v, ucursor *c) {
       int r = sqlite3_step(c->cur);
       if (r == SQLITE_ROW) {
         c->rowid++;
+        v->q->rows_read++;
         return SQLITE_OK;
       }
       sqlite3_stmt *done = c->cur;
