@@ -137,8 +137,9 @@ int32_t esr_history_partition_of(const char *name, const void *key, size_t key_l
 /* For people: a header, then one block per event and one line per changed row. */
 int esr_history_write_text(const esr_history *h, FILE *out);
 /* JSON lines: one object per event (partition, offset, timestamp, type, version, id, time, outcome, reason, error,
- * changes: [{table, op, pk: {col: value}, before: {col: value}, after: {col: value}}], emits). Integers stay exact;
- * a blob is {"hex": "..."}. */
+ * changes: [{table, op, pk: {col: value}, before: {col: value}, after: {col: value}}], emits). An INSERT's after and
+ * a DELETE's before are the whole row; an UPDATE's before and after hold the columns that changed. Integers stay
+ * exact; a blob is {"hex": "..."}. */
 int esr_history_write_json(const esr_history *h, FILE *out);
 /* One self-contained HTML page (inline style, no script, no external asset), for an auditor offline. */
 int esr_history_write_html(const esr_history *h, FILE *out);

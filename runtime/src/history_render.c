@@ -203,6 +203,7 @@ static void json_cols(FILE *out, const esr_history_change *c, int want) {
       if (!c->pk[i]) continue;
       v = c->before[i] ? c->before[i] : c->after[i];
     } else {
+      if (c->pk[i] && c->op == SQLITE_UPDATE) continue; /* the key: in "pk" */
       v = want == 1 ? c->before[i] : c->after[i];
       if (!v) continue;
     }
