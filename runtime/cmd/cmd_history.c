@@ -1,4 +1,5 @@
 /* cmd_history.c — `esr history --key K`: one entity's timeline (history.h) as text, JSON lines or an HTML page. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -81,6 +82,7 @@ int esr_cmd_history(int argc, char **argv) {
   esr_history_opts o = {.partition = -1};
   esr_config *cfg = NULL;
   esr_history *h = NULL;
+  FILE *page = NULL;
   esr_error err = {0};
   if (!props) return 4;
   optind = 1;
@@ -170,6 +172,11 @@ int esr_cmd_history(int argc, char **argv) {
     }
     o.topic = cfg->topics[0];
   }
+  if (html && !(page = fopen(html, "w"))) { /* before the work: a path that cannot be written fails at once */
+    fprintf(stderr, "esr history: cannot write %s: %s\n", html, strerror(errno));
+    status = 4;
+    goto out;
+  }
   esr_log_setup(ESR_LOG_WARN, ESR_LOG_TEXT); /* the replay's dead letters are the timeline's business, not the log's */
   if (isatty(STDERR_FILENO)) o.progress = progress;
 
@@ -185,18 +192,22 @@ int esr_cmd_history(int argc, char **argv) {
     status = 4;
     goto out;
   }
-  if (html) {
-    FILE *f = fopen(html, "w");
-    int bad = !f || esr_history_write_html(h, f) != 0;
-    if (f && fclose(f) != 0) bad = 1;
+  if (page) {
+    int bad = esr_history_write_html(h, page) != 0;
+    if (fclose(page) != 0) bad = 1;
+    page = NULL;
     if (bad) {
-      fprintf(stderr, "esr history: cannot write %s\n", html);
+      fprintf(stderr, "esr history: cannot write %s: %s\n", html, strerror(errno));
       status = 4;
       goto out;
     }
   }
   status = h->stopped ? 3 : 0;
 out:
+  if (page) { /* the timeline was not made: no page rather than an empty one */
+    fclose(page);
+    remove(html);
+  }
   esr_history_free(h);
   esr_config_free(cfg);
   free(props);
