@@ -7,6 +7,9 @@
  *                            changes nothing). The text output shows the same events and balances; --partitioner
  *                            fnv1a (the generator's placement) and --config give the same timeline; an unknown key
  *                            is an empty timeline with exit 0 (also in HTML); a partition that does not exist, exit 2.
+ *   other_rows_and_a_stop  — with the test plugin `good`: INSERT, UPDATE (its before value written by another key's
+ *                            event), DELETE, a rejected event whose writes were rolled back (no change), an emit, a
+ *                            blob, a table without primary key named, and ESR_FATAL ending the timeline (exit 3).
  *   html_in_chromium       — the --html page references nothing outside itself and, opened in headless Chromium,
  *                            renders every event as a visible block with its row changes (before and after balances)
  *                            and each dead letter's reason; a screenshot is kept in <build>/test-artefacts/. */
@@ -30,6 +33,7 @@
 #include "esrt_state.h"
 
 #define LEDGER_SO ESR_BUILD_DIR "/handlers/ledger.so"
+#define GOOD_SO ESR_BUILD_DIR "/tests/plugins/good.so"
 #define P 4
 
 static void free_oracle(void *o) { esrt_oracle_free(o); }
@@ -154,7 +158,7 @@ static int teardown_rig(void **state) {
   esrt_json_free(R.json);
   esrt_case_cleanup(R.c);
   esrt_mock_stop(&R.mock);
-  R.c->passed = R.ok == 2; /* otherwise the logs and files are kept */
+  R.c->passed = R.ok == 3; /* otherwise the logs and files are kept */
   esrt_case_end(R.c);
   return 0;
 }
@@ -328,6 +332,77 @@ static void timeline_equals_stream(void **state) {
   size_t len = 99;
   free(esrt_read_file(out2, &len));
   assert_int_equal(0, len);
+  R.ok++;
+}
+
+/* ------------------------------------------------------------------------------------------------ other rows */
+
+/* The test plugin `good` (tests/plugins/good.c) does what each event's data asks: the timeline shows an INSERT, an
+ * UPDATE whose before value another key's event wrote, a DELETE, a rejection whose writes were rolled back, an emit, a
+ * table the session extension cannot see, and a stop (ESR_FATAL) that ends the timeline with exit 3. */
+static void other_rows_and_a_stop(void **state) {
+  (void)state;
+  assert_int_equal(0, esrt_mock_control(&R.mock, "topic test 1", 10000));
+  esrt_producer *prod = esrt_producer_new(R.mock.bootstrap);
+  assert_non_null(prod);
+  static const char *const events[][2] = {
+      {"k1", "{\"type\":\"test.a\",\"data\":{\"k\":\"a\",\"v\":\"1\"}}"},
+      {"k2", "{\"type\":\"test.a\",\"data\":{\"k\":\"a\",\"v\":\"5\"}}"},
+      {"k1", "{\"type\":\"test.a\",\"data\":{\"k\":\"a\",\"v\":\"2\",\"result\":\"reject\",\"error\":\"no thanks\"}}"},
+      {"k1", "{\"type\":\"test.a\",\"data\":{\"sql\":\"UPDATE test_kv SET v = v || '+' WHERE k = 'a'\"}}"},
+      {"k1", "{\"type\":\"test.a\",\"data\":{\"emit\":[{\"topic\":\"out\",\"key\":\"x\",\"value\":\"hello\"}]}}"},
+      {"k1", "{\"type\":\"test.a\",\"data\":{\"sql\":\"DELETE FROM test_kv WHERE k = 'a'\"}}"},
+      {"k1", "{\"type\":\"test.a\",\"data\":{\"result\":\"fatal\",\"error\":\"boom\"}}"},
+      {"k1", "{\"type\":\"test.a\",\"data\":{}}"},
+  };
+  for (size_t i = 0; i < sizeof events / sizeof *events; i++)
+    assert_int_equal(0, esrt_produce(prod, "test", 0, events[i][0], 2, events[i][1], strlen(events[i][1]), NULL));
+  assert_int_equal(0, esrt_producer_flush(prod, 30000));
+  esrt_producer_free(prod);
+
+  char out[1100];
+  const char *args[] = {"history", "--bootstrap", R.mock.bootstrap, "--handlers", GOOD_SO, "--topic", "test", "--key",
+                        "k1", "--json", NULL};
+  assert_int_equal(3, run_esr("history-good-json", args, out, sizeof out));
+  char *text = esrt_read_file(out, NULL);
+  assert_non_null(text);
+  /* Offsets 0, 2, 3, 4, 5, 6: k1's events up to the stop; never k2's, never what follows the stop. */
+  static const char *const want[] = {
+      "\"offset\":0,",
+      "\"outcome\":\"applied\"",
+      "\"key\":{\"hex\":\"6b31\"}", /* test_events.key, a blob */
+      "{\"table\":\"test_kv\",\"op\":\"INSERT\",\"pk\":{\"k\":\"a\"},\"before\":{},\"after\":{\"k\":\"a\",\"v\":\"1\"}}",
+      "\"offset\":2,",
+      "\"outcome\":\"dead-lettered\",\"reason\":\"rejected\",\"error\":\"handler good: no thanks\",\"changes\":[]",
+      "\"offset\":3,",
+      "{\"table\":\"test_kv\",\"op\":\"UPDATE\",\"pk\":{\"k\":\"a\"},\"before\":{\"v\":\"5\"},\"after\":{\"v\":\"5+\"}}",
+      "\"offset\":4,",
+      "\"emits\":[{\"topic\":\"out\",\"key\":\"x\",\"value\":\"hello\"}]",
+      "\"offset\":5,",
+      "{\"table\":\"test_kv\",\"op\":\"DELETE\",\"pk\":{\"k\":\"a\"},\"before\":{\"k\":\"a\",\"v\":\"5+\"},\"after\":{}}",
+      "\"offset\":6,",
+      "\"outcome\":\"stopped\"",
+  };
+  const char *at = text;
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+    const char *hit = strstr(at, want[i]);
+    if (!hit) fail_msg("expected, in order, \"%s\" in:\n%s", want[i], text);
+    at = hit;
+  }
+  assert_non_null(strstr(at, "boom"));
+  assert_null(strstr(text, "\"offset\":1,"));
+  assert_null(strstr(text, "\"offset\":7,"));
+  size_t lines = 0;
+  for (const char *p = text; *p; p++) lines += *p == '\n';
+  assert_int_equal(6, lines);
+  free(text);
+
+  const char *targs[] = {"history", "--bootstrap", R.mock.bootstrap, "--handlers", GOOD_SO, "--topic", "test", "--key",
+                         "k1", NULL};
+  assert_int_equal(3, run_esr("history-good-text", targs, out, sizeof out));
+  assert_true(esrt_file_contains(out, "test_kv UPDATE k='a': v '5' -> '5+'"));
+  assert_true(esrt_file_contains(out, "the handler stopped the partition; the timeline ends there: "));
+  assert_true(esrt_file_contains(out, "note: table test_migrations has no primary key"));
   R.ok++;
 }
 
@@ -520,6 +595,7 @@ static void html_in_chromium(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(timeline_equals_stream),
+      cmocka_unit_test(other_rows_and_a_stop),
       cmocka_unit_test(html_in_chromium),
   };
   return cmocka_run_group_tests(tests, setup_rig, teardown_rig);
