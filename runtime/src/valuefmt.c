@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <sqlite3.h>
+#include <stdlib.h>
 #include <string.h>
 
 esr_cell esr_cell_of_value(const sqlite3_value *cv) {
@@ -71,6 +72,14 @@ size_t esr_utf8_width(const unsigned char *p, size_t n) {
   return w;
 }
 
+/* The shortest of %.15g, %.16g, %.17g that reads back as the same double: 0.1 stays "0.1", nothing is lost. */
+static void fmt_real(double r, char *buf, size_t cap) {
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(buf, cap, "%.*g", prec, r);
+    if (strtod(buf, NULL) == r) return;
+  }
+}
+
 typedef struct sbuf {
   char *p;
   size_t n, cap;
@@ -135,7 +144,7 @@ static const char *cell_fmt(const esr_cell *c, char *buf, size_t cap, int sql) {
     sb_put(&b, tmp, strlen(tmp));
     break;
   case SQLITE_FLOAT:
-    snprintf(tmp, sizeof tmp, "%.17g", c->r);
+    fmt_real(c->r, tmp, sizeof tmp);
     sb_put(&b, tmp, strlen(tmp));
     break;
   case SQLITE_TEXT:
@@ -208,9 +217,11 @@ void esr_write_json_cell(FILE *out, const esr_cell *c) {
   switch (c->type) {
   case SQLITE_INTEGER: fprintf(out, "%lld", (long long)c->i); break;
   case SQLITE_FLOAT:
-    if (isfinite(c->r))
-      fprintf(out, "%.17g", c->r);
-    else
+    if (isfinite(c->r)) {
+      char tmp[64];
+      fmt_real(c->r, tmp, sizeof tmp);
+      fputs(tmp, out);
+    } else
       fputs("null", out);
     break;
   case SQLITE_TEXT: esr_write_json_string(out, c->p, c->n); break;

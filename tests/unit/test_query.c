@@ -151,6 +151,10 @@ static void three_formats(void **state) {
   }
   assert_int_equal(3, lines);
   free(out);
+  /* Reals in the fewest digits that read back as the same double. */
+  out = must(dir, "SELECT 0.1 AS a, 1.0 / 3 AS b, 1e300 AS c", ESR_QUERY_CSV);
+  assert_string_equal(out, "a,b,c\r\n0.1,0.3333333333333333,1e+300\r\n");
+  free(out);
   tu_rmrf(dir);
   free(dir);
 }
