@@ -52,14 +52,15 @@ static void progress(void *arg, const esr_history_progress *p) {
   (void)arg;
   double secs = (double)(esr_now_ms() - p->started_ms) / 1000.0;
   double rate = secs > 0 ? (double)p->done / secs : 0;
-  fprintf(stderr, "\r%s partition %d: %" PRId64 "/%" PRId64 " messages", p->phase == ESR_HISTORY_SEARCH ? "search" : "replay",
-          (int)p->partition, p->done, p->total);
+  fprintf(stderr, "\r%s partition %d: %" PRId64, p->phase == ESR_HISTORY_SEARCH ? "searching" : "replaying",
+          (int)p->partition, p->done);
+  if (p->total >= 0) fprintf(stderr, "/%" PRId64, p->total);
+  fputs(" messages", stderr);
   if (rate > 0) {
     fprintf(stderr, ", %.0f/s", rate);
-    if (p->total > p->done) fprintf(stderr, ", ETA %.0f s", (double)(p->total - p->done) / rate);
+    if (!p->last && p->total > p->done) fprintf(stderr, ", ETA %.0f s", (double)(p->total - p->done) / rate);
   }
-  fputs("\033[K", stderr);
-  if (p->done >= p->total) fputs("\n", stderr);
+  fputs(p->last ? "\033[K\n" : "\033[K", stderr);
 }
 
 int esr_cmd_history(int argc, char **argv) {

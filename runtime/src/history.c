@@ -123,13 +123,13 @@ typedef struct search_ctx {
   const esr_history_opts *o;
   int32_t partition;
   offsets found;
-  int64_t read, total, started;
+  int64_t read, started;
 } search_ctx;
 
 static void report(const esr_history_opts *o, esr_history_phase phase, int32_t partition, int64_t done, int64_t total,
-                   int64_t started) {
+                   int64_t started, int last) {
   if (!o->progress) return;
-  esr_history_progress p = {phase, partition, done, total, started};
+  esr_history_progress p = {phase, partition, done, total, started, last};
   o->progress(o->progress_arg, &p);
 }
 
@@ -138,7 +138,7 @@ static esr_code search_one(void *arg, const rd_kafka_message_t *m, esr_error *er
   if (m->key && m->key_len == sc->o->key_len && memcmp(m->key, sc->o->key, m->key_len) == 0 &&
       offsets_push(&sc->found, m->offset) != 0)
     return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-  if (++sc->read % PROGRESS_EVERY == 0) report(sc->o, ESR_HISTORY_SEARCH, sc->partition, sc->read, sc->total, sc->started);
+  if (++sc->read % PROGRESS_EVERY == 0) report(sc->o, ESR_HISTORY_SEARCH, sc->partition, sc->read, -1, sc->started, 0);
   return ESR_E_OK;
 }
 
@@ -407,7 +407,8 @@ static esr_code replay_one(void *arg, const rd_kafka_message_t *m, esr_error *er
     if ((code = esr_partition_commit(rc->p, err)) != ESR_E_OK) return code;
     rc->since_commit = 0;
   }
-  if (++rc->read % PROGRESS_EVERY == 0) report(rc->o, ESR_HISTORY_REPLAY, esr_partition_id(rc->p), rc->read, rc->total, rc->started);
+  if (++rc->read % PROGRESS_EVERY == 0)
+    report(rc->o, ESR_HISTORY_REPLAY, esr_partition_id(rc->p), rc->read, rc->total, rc->started, 0);
   return ESR_E_OK;
 }
 
@@ -457,7 +458,7 @@ static esr_code replay_partition(esr_history *h, const esr_history_opts *o, esr_
     else
       code = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
   }
-  if (code == ESR_E_OK) report(o, ESR_HISTORY_REPLAY, partition, rc.read, rc.total, rc.started);
+  if (code == ESR_E_OK) report(o, ESR_HISTORY_REPLAY, partition, rc.read, rc.total, rc.started, 1);
   if (code == ESR_E_OK) code = note_untracked(h, rc.db, err);
   sqlite3_finalize(rc.outbox);
   for (size_t i = 0; i < rc.n_tables; i++) {
@@ -559,8 +560,7 @@ esr_code esr_history_build(const esr_config *cfg, const esr_history_opts *o, esr
                (int)h->searched[i], res.log_start);
       if (add_note(h, note) != 0) goto nomem;
     }
-    sc.total = res.end - res.from;
-    report(o, ESR_HISTORY_SEARCH, sc.partition, sc.read, sc.total, sc.started);
+    report(o, ESR_HISTORY_SEARCH, sc.partition, sc.read, res.end - res.from, sc.started, 1);
   }
 
   /* Pass 2: replay each partition that holds some, up to its last event of the key. */

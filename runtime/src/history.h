@@ -101,8 +101,9 @@ typedef struct esr_history_progress {
   esr_history_phase phase;
   int32_t partition;
   int64_t done;  /* messages read in this phase of this partition so far */
-  int64_t total; /* messages to read in it (an upper bound) */
+  int64_t total; /* messages to read in it (an upper bound); -1 while not known (a search learns it at the end) */
   int64_t started_ms; /* esr_now_ms when this phase of this partition began */
+  int last;           /* 1: this phase of this partition is over */
 } esr_history_progress;
 
 typedef struct esr_history_opts {
