@@ -18,7 +18,8 @@ PKGS=(build-essential cmake pkg-config librdkafka-dev libsqlite3-dev libcjson-de
       sqlite3 kcat procps libcurl4-openssl-dev ca-certificates
       libpcre2-dev json-schema-test-suite # JSON Schema: regex library; the official test suite (tests/schema)
       libyaml-dev                         # handlers written in SQL (their YAML file)
-      clang libclang-rt-14-dev)            # libFuzzer harnesses (scripts/fuzz.sh)
+      clang libclang-rt-14-dev             # libFuzzer harnesses (scripts/fuzz.sh)
+      chromium)                            # headless, renders esr history's HTML page in tests (test_history)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

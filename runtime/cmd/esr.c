@@ -17,6 +17,8 @@ static void usage(FILE *out) {
           "  schema check SCHEMA    validate JSON documents against a JSON Schema (draft-07), as the worker does\n"
           "  dlq replay             put dead-lettered events back into their source topic after a fix\n"
           "  handler new|test       start a handler project; test a handler on events from a file, no Kafka\n"
+          "  history --key K        one entity's timeline: its events and the row changes each made\n"
+          "  query DIR 'SQL'        read-only SQL over every partition database of a state directory\n"
           "  help [COMMAND]         show help\n"
           "  version                print the version\n"
           "\n"
@@ -36,6 +38,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "schema") == 0) return esr_cmd_schema(argc - 1, argv + 1);
   if (strcmp(cmd, "dlq") == 0) return esr_cmd_dlq(argc - 1, argv + 1);
   if (strcmp(cmd, "handler") == 0) return esr_cmd_handler(argc - 1, argv + 1);
+  if (strcmp(cmd, "history") == 0) return esr_cmd_history(argc - 1, argv + 1);
+  if (strcmp(cmd, "query") == 0) return esr_cmd_query(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("esr %s\n", ESR_VERSION);
     return 0;
@@ -48,6 +52,8 @@ int main(int argc, char **argv) {
       if (strcmp(argv[2], "schema") == 0) return esr_cmd_schema(2, sub);
       if (strcmp(argv[2], "dlq") == 0) return esr_cmd_dlq(2, sub);
       if (strcmp(argv[2], "handler") == 0) return esr_cmd_handler(2, sub);
+      if (strcmp(argv[2], "history") == 0) return esr_cmd_history(2, sub);
+      if (strcmp(argv[2], "query") == 0) return esr_cmd_query(2, sub);
     }
     usage(stdout);
     return 0;
