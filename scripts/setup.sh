@@ -17,7 +17,9 @@ done
 PKGS=(build-essential cmake pkg-config librdkafka-dev libsqlite3-dev libcjson-dev libcmocka-dev libssl-dev
       sqlite3 kcat procps libcurl4-openssl-dev ca-certificates
       libpcre2-dev json-schema-test-suite # JSON Schema: regex library; the official test suite (tests/schema)
-      clang libclang-rt-14-dev)            # libFuzzer harnesses (scripts/fuzz.sh)
+      clang libclang-rt-14-dev             # libFuzzer harnesses (scripts/fuzz.sh)
+      libmicrohttpd-dev                    # the worker's /healthz, /readyz, /metrics
+      prometheus yamllint)                 # tests: a real Prometheus and promtool (metrics, alerts), deploy/ linted
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
