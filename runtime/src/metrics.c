@@ -207,7 +207,7 @@ static esr_pmetrics **snapshot(size_t *n) {
   pthread_mutex_lock(&R.mu);
   esr_pmetrics **v = malloc((R.n ? R.n : 1) * sizeof *v);
   if (v) {
-    memcpy(v, R.parts, R.n * sizeof *v);
+    if (R.n) memcpy(v, R.parts, R.n * sizeof *v);
     *n = R.n;
   }
   pthread_mutex_unlock(&R.mu);

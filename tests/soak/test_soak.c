@@ -477,7 +477,7 @@ static void soak(void **state) {
   for (int i = 0; i < 2; i++) {
     wk *w = &R->w[i];
     snprintf(w->name, sizeof w->name, "w%d", i);
-    snprintf(w->dir, sizeof w->dir, "%s/%s", c->dir, w->name);
+    snprintf(w->dir, sizeof w->dir, "%s/w%d", c->dir, i);
     assert_int_equal(0, mkdir(w->dir, 0750));
     assert_int_equal(0, esrt_write_worker_config(
                             w->conf, sizeof w->conf, c->dir, w->name, R->mock.bootstrap, "ledger", "ledger.dlq",
