@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -322,6 +323,20 @@ static void scraped_by_prometheus(void **state) {
 
   assert_int_equal(0, esrt_stop(&prom, 10000));
   assert_int_equal(0, esrt_stop(&w, 20000));
+  /* The state is business data: directories 0750, files 0640 (the databases SQLite created, the checkpoints of the
+   * release, their manifests). */
+  const char *paths[][2] = {{"", "750"},           {"/t-0.db", "640"}, {"/t-1.db", "640"},
+                            {"/checkpoints", "750"}, {"/checkpoints/t-0", "750"}, {"/.esr.lock", "640"}};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    char p[1300], mode[8];
+    struct stat st;
+    snprintf(p, sizeof p, "%s%s", sdir, paths[i][0]);
+    assert_int_equal(0, stat(p, &st));
+    snprintf(mode, sizeof mode, "%o", (unsigned)(st.st_mode & 0777));
+    if (strcmp(mode, paths[i][1]) != 0) fail_msg("%s: mode %s, expected %s", p, mode, paths[i][1]);
+  }
+  snprintf(cmd, sizeof cmd, "test -n \"$(find %s/checkpoints/t-0 -type f)\" && test -z \"$(find %s/checkpoints/t-0 -type f ! -perm 640)\"", sdir, sdir);
+  assert_int_equal(0, system(cmd));
   esrt_case_cleanup(c);
   assert_int_equal(0, esrt_mock_stop(&mock));
   c->passed = 1;
