@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "crashguard.h"
+#include "metrics.h"
 #include "publisher.h"
 #include "registry.h"
 #include "schema.h"
@@ -88,5 +89,7 @@ void esr_partition_delivered(esr_partition *p, int64_t seq, int ok);
 esr_code esr_partition_tick(esr_partition *p, esr_error *err);
 /* Rows sent and not yet reported. */
 int esr_partition_in_flight(const esr_partition *p);
+/* Where each commit counts its events, dead letters (by reason) and position (esr/metrics.h); NULL: nowhere. */
+void esr_partition_set_metrics(esr_partition *p, esr_pmetrics *m);
 
 #endif

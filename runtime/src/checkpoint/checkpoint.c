@@ -110,7 +110,7 @@ static esr_code make_dirs(const char *path, esr_error *err) {
     if (*p != '/' && *p != '\0') continue;
     char c = *p;
     *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return esr__cp_io_error(err, "cannot create directory", buf);
+    if (mkdir(buf, 0750) != 0 && errno != EEXIST) return esr__cp_io_error(err, "cannot create directory", buf);
     *p = c;
     if (!c) break;
   }
@@ -148,7 +148,7 @@ static esr_code unlink_if_present(const char *path, esr_error *err) {
 static esr_code lock_dir(const char *dir, int *fd_out, esr_error *err) {
   char path[PATH_CAP];
   snprintf(path, sizeof path, "%s/.lock", dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0) return esr__cp_io_error(err, "cannot open lock file", path);
   while (flock(fd, LOCK_EX) != 0) {
     if (errno == EINTR) continue;
@@ -234,7 +234,7 @@ esr_code esr_file_sha256(const char *path, uint8_t sha256[32], int64_t *size, es
 static esr_code sync_file(const char *path, esr_error *err) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return esr__cp_io_error(err, "cannot open", path);
-  esr_code rc = fchmod(fd, 0644) != 0 || fsync(fd) != 0 ? esr__cp_io_error(err, "cannot fsync", path) : ESR_E_OK;
+  esr_code rc = fchmod(fd, 0640) != 0 || fsync(fd) != 0 ? esr__cp_io_error(err, "cannot fsync", path) : ESR_E_OK;
   close(fd);
   return rc;
 }
@@ -302,7 +302,7 @@ static esr_code write_file_atomic(const char *path, const char *data, size_t len
     }
     done += (size_t)n;
   }
-  if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
+  if (fchmod(fd, 0640) != 0 || fsync(fd) != 0) {
     rc = esr__cp_io_error(err, "cannot fsync", tmp);
     goto fail;
   }
@@ -1095,7 +1095,7 @@ esr_code esr_checkpoint_restore(const char *cp_dir, const esr_manifest *m, const
     rc = esr_error_set(err, ESR_E_CORRUPT, 0, "%s: its SHA-256 differs from the manifest's", src);
     goto fail;
   }
-  if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
+  if (fchmod(fd, 0640) != 0 || fsync(fd) != 0) {
     rc = esr__cp_io_error(err, "cannot fsync", tmp);
     goto fail;
   }
