@@ -16,10 +16,15 @@ static void usage(FILE *out) {
           "  mock-cluster           host librdkafka's mock Kafka cluster in this process, for tests and demos\n"
           "  schema check SCHEMA    validate JSON documents against a JSON Schema (draft-07), as the worker does\n"
           "  dlq replay             put dead-lettered events back into their source topic after a fix\n"
+          "  replay                 replay a topic's log into fresh partition databases (an audit); replay verify\n"
+          "  verify                 compare two states, or prove a worker's state against a replay (--live)\n"
+          "  digest DB...           print the state digest of partition databases\n"
           "  help [COMMAND]         show help\n"
           "  version                print the version\n"
           "\n"
-          "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 handler plugin or ABI problem\n",
+          "exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 handler plugin or ABI problem;\n"
+          "audit commands (replay, verify, digest): 0 done or equal, 1 a difference or failed verification, 2 usage\n"
+          "or configuration, 3 handler plugin problem, 4 could not check (Kafka or I/O failure)\n",
           ESR_VERSION);
 }
 
@@ -34,6 +39,9 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "mock-cluster") == 0) return esr_cmd_mock_cluster(argc - 1, argv + 1);
   if (strcmp(cmd, "schema") == 0) return esr_cmd_schema(argc - 1, argv + 1);
   if (strcmp(cmd, "dlq") == 0) return esr_cmd_dlq(argc - 1, argv + 1);
+  if (strcmp(cmd, "replay") == 0) return esr_cmd_replay(argc - 1, argv + 1);
+  if (strcmp(cmd, "verify") == 0) return esr_cmd_verify(argc - 1, argv + 1);
+  if (strcmp(cmd, "digest") == 0) return esr_cmd_digest(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("esr %s\n", ESR_VERSION);
     return 0;
@@ -45,6 +53,9 @@ int main(int argc, char **argv) {
       if (strcmp(argv[2], "mock-cluster") == 0) return esr_cmd_mock_cluster(2, sub);
       if (strcmp(argv[2], "schema") == 0) return esr_cmd_schema(2, sub);
       if (strcmp(argv[2], "dlq") == 0) return esr_cmd_dlq(2, sub);
+      if (strcmp(argv[2], "replay") == 0) return esr_cmd_replay(2, sub);
+      if (strcmp(argv[2], "verify") == 0) return esr_cmd_verify(2, sub);
+      if (strcmp(argv[2], "digest") == 0) return esr_cmd_digest(2, sub);
     }
     usage(stdout);
     return 0;
