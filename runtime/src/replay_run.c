@@ -470,8 +470,9 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
-/* --out must be empty or absent (or `force`), and never a worker's state directory. */
-static esr_code prepare_out(const esr_replayer *rp, const esr_replay_opts *o, esr_error *err) {
+/* --out must be empty or absent (or `force`), and never a worker's state directory. *created: 1 when made here. */
+static esr_code prepare_out(const esr_replayer *rp, const esr_replay_opts *o, int *created, esr_error *err) {
+  *created = 0;
   char lock[4200];
   snprintf(lock, sizeof lock, "%s/.esr.lock", o->out_dir);
   if (access(lock, F_OK) == 0)
@@ -499,6 +500,7 @@ static esr_code prepare_out(const esr_replayer *rp, const esr_replay_opts *o, es
       *s = c;
       if (!c) break;
     }
+    *created = 1;
     return ESR_E_OK;
   }
   int entries = 0;
@@ -514,11 +516,16 @@ static esr_code prepare_out(const esr_replayer *rp, const esr_replay_opts *o, es
   return ESR_E_OK;
 }
 
-/* With --force: what this run writes goes first (its databases and their side files, the manifest). */
+/* What a run writes: with --force it goes first; after a failure, what the run wrote goes (nothing half-made stays
+ * behind to be mistaken for a replay). */
 static void clear_outputs(const esr_replay_opts *o, const esr_replay_report *rep) {
   static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
-  for (size_t i = 0; i < rep->n; i++)
+  for (size_t i = 0; i < rep->n; i++) {
     for (size_t k = 0; k < sizeof sfx / sizeof *sfx; k++) remove_file(o->out_dir, rep->parts[i].file, sfx[k]);
+    char inflight[300];
+    snprintf(inflight, sizeof inflight, "%s-%d", o->topic, (int)rep->parts[i].partition);
+    remove_file(o->out_dir, inflight, ".inflight");
+  }
   remove_file(o->out_dir, "replay.json", "");
   remove_file(o->out_dir, "replay.json", ".sig");
 }
@@ -527,6 +534,9 @@ static int cmp_i32(const void *a, const void *b) {
   int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
   return x < y ? -1 : x > y;
 }
+
+static esr_code run_all(esr_replayer *rp, const esr_replay_opts *o, esr_replay_report *rep, double t0,
+                        esr_error *err);
 
 esr_code esr_replayer_run(esr_replayer *rp, const esr_replay_opts *o, esr_replay_report *rep, esr_error *err) {
   esr_error local;
@@ -539,8 +549,21 @@ esr_code esr_replayer_run(esr_replayer *rp, const esr_replay_opts *o, esr_replay
   double t0 = mono_s();
   if (o->target == ESR_REPLAY_TO_OFFSET && o->to < 0)
     return esr_error_set(err, ESR_E_CONFIG, 0, "--to %" PRId64 ": an offset is >= 0", o->to);
-  esr_code rc = prepare_out(rp, o, err);
+  int created = 0;
+  esr_code rc = prepare_out(rp, o, &created, err);
   if (rc != ESR_E_OK) return rc;
+  rc = run_all(rp, o, rep, t0, err);
+  if (rc != ESR_E_OK) {
+    clear_outputs(o, rep);
+    if (created) rmdir(o->out_dir);
+  }
+  return rc;
+}
+
+/* The run proper, in an output directory that prepare_out accepted. */
+static esr_code run_all(esr_replayer *rp, const esr_replay_opts *o, esr_replay_report *rep, double t0,
+                        esr_error *err) {
+  esr_code rc;
 
   /* The partitions: those asked (sorted, unique), or every partition of the topic. */
   esr_readback *rb = esr_readback_new(rp->cfg, err);
