@@ -9,7 +9,8 @@
  *   verify_live_beside_a_running_worker_and_a_changed_row — `esr verify --live` run while the worker runs (alive
  *       before and after, still applying afterwards, final state exact) says equal; a row changed by hand in the live
  *       database makes it exit 1 naming the table, the row, the column and both values.
- *   replay_starts_from_a_checkpoint — with the worker's configuration a replay starts from its newest checkpoint at
+ *   replay_starts_from_a_checkpoint — with the worker's configuration a replay (to the end, to an offset, to an
+ *       instant found from the timestamps first) starts from its newest checkpoint at
  *       or before the target, says so, applies only the events after it, and gives the oracle's state; the same from
  *       offset 0 with --no-checkpoints gives the same digests; verify --live --from-checkpoints says what it trusts.
  *   tampering_fails_replay_verify — a signed replay verifies (signature, files, state and log digests); a changed row,
@@ -432,7 +433,9 @@ static void replay_starts_from_a_checkpoint(void **state) {
   produce(&r, 0, 1200);
   wait_caught_up(&r, sd);
   assert_int_equal(0, esrt_stop(&w, 30000)); /* checkpoint.on.release: a checkpoint at the end */
-  produce(&r, 1200, r.n);                     /* events after the newest checkpoint */
+  int64_t at = wall_ms();                     /* every event so far is stamped at or before it */
+  while (wall_ms() <= at + 1) esrt_sleep_ms(1);
+  produce(&r, 1200, r.n); /* events after the newest checkpoint, and after `at` */
   int64_t end = high(&r, 0);
   char cp[1300];
   snprintf(cp, sizeof cp, "%s/checkpoints/ledger-0/%020" PRId64 ".json", sd, (int64_t)1200);
@@ -471,6 +474,27 @@ static void replay_starts_from_a_checkpoint(void **state) {
   assert_int_equal(0, run_esr(c, "replay-older", older, so, se));
   snprintf(manifest, sizeof manifest, "%s/replay.json", out_old);
   assert_true(number_after(manifest, "\"from\":\t") <= 1000);
+
+  /* A time target with checkpoints: where the prefix ends is found first (from the timestamps: the mock does not
+   * answer offsets-for-times), then the newest checkpoint at or before it is used: here the one at its very end. */
+  char when[64], out_time[1100];
+  time_t secs = (time_t)(at / 1000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  strftime(when, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(when + strlen(when), 32, ".%03dZ", (int)(at % 1000));
+  snprintf(out_time, sizeof out_time, "%s/at-time", c->dir);
+  const char *timed[] = {"replay", "--config", conf, "--out", out_time, "--to", when, NULL};
+  assert_int_equal(0, run_esr(c, "replay-time-cp", timed, so, se));
+  snprintf(manifest, sizeof manifest, "%s/replay.json", out_time);
+  says(manifest, "\"target_found_by\":\t\"message timestamps\"");
+  assert_int_equal(1200, number_after(manifest, "\"next_offset\":\t"));
+  assert_int_equal(1200, number_after(manifest, "\"from\":\t"));
+  assert_int_equal(0, number_after(manifest, "\"events\":\t"));
+  int64_t first[1] = {1200};
+  assert_int_equal(0, esrt_consume_all(r.mock.bootstrap, "ledger", &src, 60000));
+  expect_state(&r, oracle_of_prefix(&r, &src, first), out_time);
+  esrt_records_free(&src);
 
   const char *live_cp[] = {"verify", "--live", "--config", conf, "--from-checkpoints", NULL};
   assert_int_equal(0, run_esr(c, "verify-live-cp", live_cp, so, se));
