@@ -6,6 +6,8 @@
  *       worker's reasons; the instant is found from message timestamps, the mock not answering offsets-for-times.
  *   replay_refuses_what_it_must — --to beyond a partition's end is refused naming the end (exit 2); an --out that is
  *       not empty is refused (exit 2) unless --force; a worker's state.dir is refused as --out even with --force.
+ *   replay_refuses_a_log_that_retention_cut — when retention deleted the log's start and no checkpoint covers the
+ *       gap, the replay is refused (exit 4) naming the needed offset and the log start, and leaves nothing behind.
  *   verify_live_beside_a_running_worker_and_a_changed_row — `esr verify --live` run while the worker runs (alive
  *       before and after, still applying afterwards, final state exact) says equal; a row changed by hand in the live
  *       database makes it exit 1 naming the table, the row, the column and both values.
@@ -504,6 +506,38 @@ static void replay_starts_from_a_checkpoint(void **state) {
   c->passed = 1;
 }
 
+static void replay_refuses_a_log_that_retention_cut(void **state) {
+  esrt_case *c = *state;
+  rig r;
+  rig_start(&r, c, 1);
+  /* > 5 MiB in the partition (1 KiB events): past the mock's retention, which moves the log start. */
+  char *value = malloc(1200);
+  assert_non_null(value);
+  int len = snprintf(value, 1200, "{\"type\":\"account.opened\",\"data\":{\"account\":\"k\",\"owner\":\"%01000d\"}}", 0);
+  for (int i = 0; i < 6000; i++) assert_int_equal(0, esrt_produce(r.prod, "ledger", 0, "k", 1, value, (size_t)len, NULL));
+  free(value);
+  assert_int_equal(0, esrt_producer_flush(r.prod, 60000));
+  int64_t lo, hi;
+  assert_int_equal(0, esrt_watermarks(r.rk, "ledger", 0, &lo, &hi));
+  assert_true(lo > 0); /* the premise: retention deleted the log's start */
+  char out[1100], so[1024], se[1024], expect[200];
+  snprintf(out, sizeof out, "%s/out", c->dir);
+  const char *rep[] = {"replay", "--bootstrap", r.mock.bootstrap, "--handlers", LEDGER_SO, "--topic", "ledger",
+                       "--out", out, NULL};
+  assert_int_equal(4, run_esr(c, "replay-gap", rep, so, se));
+  says(se, "it needs the log from offset 0");
+  snprintf(expect, sizeof expect, "the log now starts at %" PRId64, lo);
+  says(se, expect);
+  says(se, "refusing to skip them");
+  assert_int_equal(-1, access(out, F_OK)); /* nothing left behind */
+  /* A target of offset 0 needs no log at all. */
+  const char *empty[] = {"replay", "--bootstrap", r.mock.bootstrap, "--handlers", LEDGER_SO, "--topic", "ledger",
+                         "--out", out, "--to", "0", NULL};
+  assert_int_equal(0, run_esr(c, "replay-empty", empty, so, se));
+  rig_stop(&r);
+  c->passed = 1;
+}
+
 static void write_key(const char *dir, const char *name, char *priv, char *pub) {
   EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
   assert_non_null(k);
@@ -696,6 +730,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(replay_to_an_offset_and_to_a_time_equal_the_oracle, setup, teardown),
       cmocka_unit_test_setup_teardown(replay_refuses_what_it_must, setup, teardown),
+      cmocka_unit_test_setup_teardown(replay_refuses_a_log_that_retention_cut, setup, teardown),
       cmocka_unit_test_setup_teardown(verify_live_beside_a_running_worker_and_a_changed_row, setup, teardown),
       cmocka_unit_test_setup_teardown(replay_starts_from_a_checkpoint, setup, teardown),
       cmocka_unit_test_setup_teardown(tampering_fails_replay_verify, setup, teardown),
