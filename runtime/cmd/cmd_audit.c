@@ -120,6 +120,7 @@ void esr_cmd_progress(void *arg, const esr_replay_report *r, int final) {
     int64_t done = atomic_load(&p->done);
     total_done += done;
     if (state == ESR_PART_DONE || state == ESR_PART_FAILED) finished++;
+    /* The state first: what a partition's thread wrote before it changed the state is then visible. */
     if (final || (state != ESR_PART_PREPARING && state != ESR_PART_APPLYING)) continue;
     double dt = now - p->started_s;
     double rate = dt > 0 ? (double)done / dt : 0;

@@ -352,8 +352,8 @@ done:
 static esr_code replay_partition(run *r, esr_replay_part *p, esr_readback *rb, esr_cpstore *store, esr_error *err) {
   const esr_replay_opts *o = r->o;
   const char *topic = o->topic;
+  p->started_s = mono_s(); /* before the state: the progress callback reads it once it sees the state change */
   atomic_store(&p->state, ESR_PART_PREPARING);
-  p->started_s = mono_s();
   esr_code rc = esr_readback_bounds(rb, topic, p->partition, 0, &p->log_start, &p->log_end, err);
   if (rc != ESR_E_OK) return rc;
   int64_t stop_after = -1;
@@ -423,16 +423,17 @@ static esr_code replay_partition(run *r, esr_replay_part *p, esr_readback *rb, e
   p->events = out.events;
   p->applied = out.applied;
   p->dead = out.dead;
-  if (rc == ESR_E_OK && stop_after >= 0) {
-    /* The prefix ended at the first later event, or at the log end when none was later. */
-    p->target = out.stopped_by_time ? out.stopped_at : p->log_end;
-    p->time_source = ESR_TIME_SCAN;
-  }
   esr_partition_close(part);
   if (rc != ESR_E_OK) return rc;
   if ((rc = finish_file(r, p, err)) != ESR_E_OK) return rc;
   p->seconds = mono_s() - p->started_s;
   atomic_store(&p->state, ESR_PART_DONE);
+  if (stop_after >= 0) {
+    /* The prefix ended at the first later event, or at the log end when none was later. Set once the progress
+     * callback no longer reads the target (it does while the partition applies). */
+    p->target = out.stopped_by_time ? out.stopped_at : p->log_end;
+    p->time_source = ESR_TIME_SCAN;
+  }
   return ESR_E_OK;
 }
 

@@ -740,7 +740,7 @@ static void print_table(bench *b, long cores, const char *load_start, const char
   snprintf(v, sizeof v, "replay / esr = %.2f", e > 0 ? rp / e : 0);
   target("full replay >= 0.8 x esr's catch-up (same run)", has(&b->replay) && has(&b->esr), v, rp >= 0.8 * e);
   snprintf(v, sizeof v, "%" PRId64 " of %" PRId64 " (from %" PRId64 ")", b->cp_applied, b->cp_to, b->cp_from);
-  target("replay from a checkpoint applies only the events after it", b->cp_done, v,
+  target("replay from a checkpoint applies only what follows it", b->cp_done, v,
          b->cp_from > 0 && b->cp_applied == b->cp_to - b->cp_from);
   double r8 = has(&b->rss8) ? median(&b->rss8) : 0;
   snprintf(v, sizeof v, "%.1f MB", r8);

@@ -338,15 +338,21 @@ static void replay_refuses_what_it_must(void **state) {
   c->passed = 1;
 }
 
-/* A worker with static assignment of every partition and frequent checkpoints; its config path goes to conf. */
-static void start_worker(rig *r, esrt_proc *w, const char *name, const char *handler, char *conf, char *state_dir) {
+/* A worker with static assignment of every partition and frequent checkpoints (and `extra` config lines); its config
+ * path goes to conf. */
+static void start_worker_with(rig *r, esrt_proc *w, const char *name, const char *handler, char *conf, char *state_dir,
+                              const char *extra) {
   snprintf(state_dir, 1100, "%s/state-%s", r->c->dir, name);
   assert_int_equal(0, esrt_write_worker_config(conf, 1024, r->c->dir, name, r->mock.bootstrap, "ledger", "ledger.dlq",
                                                state_dir, handler,
                                                "assignment = static\npartitions = 0-%d\ncheckpoint.interval.events = "
-                                               "300\ncheckpoint.interval.ms = 0\nbatch.max.events = 100\n",
-                                               r->partitions - 1));
+                                               "300\ncheckpoint.interval.ms = 0\nbatch.max.events = 100\n%s",
+                                               r->partitions - 1, extra));
   assert_int_equal(0, esrt_start_worker(w, ESR_BIN, r->c->dir, name, conf));
+}
+
+static void start_worker(rig *r, esrt_proc *w, const char *name, const char *handler, char *conf, char *state_dir) {
+  start_worker_with(r, w, name, handler, conf, state_dir, "");
 }
 
 static void wait_caught_up(rig *r, const char *state_dir) {
@@ -430,8 +436,11 @@ static void replay_starts_from_a_checkpoint(void **state) {
   rig_start(&r, c, 1);
   generate(&r, 999, 2000, 50);
   esrt_proc w;
-  char conf[1024], sd[1100], so[1024], se[1024];
-  start_worker(&r, &w, "worker", LEDGER_SO, conf, sd);
+  char conf[1024], sd[1100], so[1024], se[1024], store[1100], store_line[1200];
+  snprintf(store, sizeof store, "%s/store", c->dir);
+  assert_int_equal(0, mkdir(store, 0755));
+  snprintf(store_line, sizeof store_line, "checkpoint.store = file://%s\n", store);
+  start_worker_with(&r, &w, "worker", LEDGER_SO, conf, sd, store_line);
   produce(&r, 0, 1200);
   wait_caught_up(&r, sd);
   assert_int_equal(0, esrt_stop(&w, 30000)); /* checkpoint.on.release: a checkpoint at the end */
@@ -502,6 +511,23 @@ static void replay_starts_from_a_checkpoint(void **state) {
   assert_int_equal(0, run_esr(c, "verify-live-cp", live_cp, so, se));
   says(so, "from the worker's own checkpoints");
   says(so, "replayed from checkpoint 1200");
+
+  /* Without the local checkpoints, the remote store's: fetched, verified, used. */
+  char remote[1300], moved[1300], out_remote[1100];
+  snprintf(remote, sizeof remote, "%s/ledger-0/%020" PRId64 ".json", store, (int64_t)1200);
+  int64_t deadline = esrt_now_ms() + 30000; /* uploads run in the background: the worker may have just sent it */
+  while (access(remote, F_OK) != 0 && esrt_now_ms() < deadline) esrt_sleep_ms(20);
+  assert_int_equal(0, access(remote, F_OK)); /* the premise: the store holds the checkpoint at 1200 */
+  snprintf(cp, sizeof cp, "%s/checkpoints", sd);
+  snprintf(moved, sizeof moved, "%s/checkpoints.moved", sd);
+  assert_int_equal(0, rename(cp, moved));
+  snprintf(out_remote, sizeof out_remote, "%s/from-remote", c->dir);
+  const char *rem[] = {"replay", "--config", conf, "--out", out_remote, NULL};
+  assert_int_equal(0, run_esr(c, "replay-remote", rem, so, se));
+  says(se, "ledger[0]: starting from the checkpoint at offset 1200 (remote file://");
+  const char *cmp_remote[] = {"verify", from_cp, out_remote, NULL};
+  assert_int_equal(0, run_esr(c, "verify-cp-remote", cmp_remote, so, se));
+  assert_int_equal(-1, access(cp, F_OK)); /* isolated: nothing was written to the worker's checkpoint directory */
   rig_stop(&r);
   c->passed = 1;
 }
