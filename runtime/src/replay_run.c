@@ -161,6 +161,19 @@ int esr_replayer_schemas_hash(const esr_replayer *rp, uint8_t out[32]) {
 
 const esr_config *esr_replayer_config(const esr_replayer *rp) { return rp->cfg; }
 
+void esr_replayer_partition_env(const esr_replayer *rp, const char *state_dir, esr_partition_env *env) {
+  const esr_config *cfg = rp->cfg;
+  *env = (esr_partition_env){.registry = &rp->registry,
+                             .publisher = NULL, /* nothing leaves a replay: dead letters stay in esr_outbox */
+                             .state_dir = state_dir,
+                             .dlq_topic = cfg->dlq_topic ? cfg->dlq_topic : "",
+                             .store = {.cache_mb = cfg->sqlite_cache_mb},
+                             .max_crash_retries = cfg->max_crash_retries,
+                             .batch_max = ESR_REPLAY_BATCH,
+                             .last_crash = NULL,
+                             .schemas = rp->schemas};
+}
+
 void esr_replay_report_clear(esr_replay_report *r) {
   if (!r) return;
   free(r->parts);
@@ -593,18 +606,7 @@ static esr_code run_all(esr_replayer *rp, const esr_replay_opts *o, esr_replay_r
   if (o->force) clear_outputs(o, rep);
 
   run r = {.rp = rp, .o = o, .rep = rep, .rc = ESR_E_OK};
-  const esr_config *cfg = rp->cfg;
-  char dlq[300];
-  snprintf(dlq, sizeof dlq, "%s", cfg->dlq_topic ? cfg->dlq_topic : "");
-  r.env = (esr_partition_env){.registry = &rp->registry,
-                              .publisher = NULL, /* nothing leaves a replay: dead letters stay in esr_outbox */
-                              .state_dir = o->out_dir,
-                              .dlq_topic = dlq,
-                              .store = {.cache_mb = cfg->sqlite_cache_mb},
-                              .max_crash_retries = cfg->max_crash_retries,
-                              .batch_max = ESR_REPLAY_BATCH,
-                              .last_crash = NULL,
-                              .schemas = rp->schemas};
+  esr_replayer_partition_env(rp, o->out_dir, &r.env);
   pthread_mutex_init(&r.mu, NULL);
   pthread_cond_init(&r.cv, NULL);
   int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);

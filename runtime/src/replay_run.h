@@ -127,6 +127,10 @@ const esr_replay_handler_info *esr_replayer_handlers(const esr_replayer *rp, siz
 /* The schema set's hash (SHA-256 over each schema file's name and content, in name order); 0 when no schemas.dir. */
 int esr_replayer_schemas_hash(const esr_replayer *rp, uint8_t out[32]);
 const esr_config *esr_replayer_config(const esr_replayer *rp);
+/* The partition environment a replay opens partitions with (the replayer's handlers and schemas, no publisher, the
+ * configuration's dlq.topic and sqlite.cache.mb), for partitions in state_dir: what a caller of the replay engine
+ * (replay.h) needs to open a partition of its own. Borrows from rp and state_dir. */
+void esr_replayer_partition_env(const esr_replayer *rp, const char *state_dir, esr_partition_env *env);
 
 /* Runs one replay (see the file comment). The report is filled as far as it got, also on failure (free it with
  * esr_replay_report_clear). The first failure is returned: ESR_E_CONFIG (a bad target, an output directory that is

@@ -19,7 +19,10 @@
  *       a changed manifest, another key each fail (exit 1); `esr digest` prints the manifest's state digests.
  *   a_non_deterministic_handler_is_caught — a handler that reads the clock: two replays differ (`esr verify A B`
  *       exit 1 naming its table), and `esr verify --live` says two replays differ; the same with the deterministic
- *       ledger is equal (exit 0). */
+ *       ledger is equal (exit 0).
+ *   the_engine_hooks_see_every_event_and_its_verdict — the replay engine (replay.h) called directly in two ranges, as
+ *       `esr history` will: its hooks see every event once, before and after, each with the oracle's verdict (applied,
+ *       or dead-lettered with the oracle's reason and a message), and the position ends at the oracle's. */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +40,11 @@
 #include <openssl/pem.h>
 #include <sqlite3.h>
 
+#include "config.h"
+#include "partition.h"
+#include "readback.h"
+#include "replay.h"
+#include "replay_run.h"
 #include "esrt_case.h"
 #include "esrt_kafka.h"
 #include "esrt_ledger.h"
@@ -752,6 +760,98 @@ static void a_non_deterministic_handler_is_caught(void **state) {
   c->passed = 1;
 }
 
+/* What the engine's hooks saw. */
+typedef struct seen_events {
+  esrt_oracle *o;
+  int64_t before, after, applied, dead, wrong, with_time;
+  int64_t last_before; /* the offset of the last before hook, which the after hook must match */
+} seen_events;
+
+static esr_code hook_before(void *arg, esr_partition *p, const esr_replay_event *ev, esr_error *err) {
+  (void)p, (void)err;
+  seen_events *s = arg;
+  s->before++;
+  s->last_before = ev->offset;
+  if (ev->timestamp_ms > 0) s->with_time++;
+  return ESR_E_OK;
+}
+
+static esr_code hook_after(void *arg, esr_partition *p, const esr_replay_event *ev, esr_error *err) {
+  (void)err;
+  seen_events *s = arg;
+  s->after++;
+  const char *want = esrt_oracle_reason(s->o, esr_partition_id(p), ev->offset);
+  if (ev->offset != s->last_before || ev->applied != !want || (want && (!ev->reason || strcmp(want, ev->reason) != 0)) ||
+      (!ev->applied && (!ev->error || !ev->error[0]))) {
+    if (s->wrong++ < 5)
+      fprintf(stderr, "offset %" PRId64 ": the hook saw %s (%s), the oracle says %s\n", ev->offset,
+              ev->applied ? "applied" : "dead-lettered", ev->reason ? ev->reason : "-", want ? want : "applied");
+  }
+  if (ev->applied)
+    s->applied++;
+  else
+    s->dead++;
+  return ESR_E_OK;
+}
+
+/* The engine as `esr history` will use it: a partition of its own, hooks before and after each event. */
+static void the_engine_hooks_see_every_event_and_its_verdict(void **state) {
+  esrt_case *c = *state;
+  rig r;
+  rig_start(&r, c, 1);
+  generate(&r, 8080, 700, 25);
+  produce(&r, 0, r.n);
+  esrt_records src = {0};
+  assert_int_equal(0, esrt_consume_all(r.mock.bootstrap, "ledger", &src, 60000));
+  esrt_oracle *o = oracle_of_prefix(&r, &src, NULL);
+  esrt_records_free(&src);
+  esr_error err = {0};
+  esr_config *cfg = esr_config_new();
+  assert_non_null(cfg);
+  assert_int_equal(ESR_E_OK, esr_config_set(cfg, "kafka.bootstrap.servers", r.mock.bootstrap, "test", &err));
+  assert_int_equal(ESR_E_OK, esr_config_set(cfg, "handlers", LEDGER_SO, "test", &err));
+  esr_replayer *rp = NULL;
+  if (esr_replayer_new(cfg, &rp, &err) != ESR_E_OK) fail_msg("esr_replayer_new: %s", err.msg);
+  char dir[1100];
+  snprintf(dir, sizeof dir, "%s/engine", c->dir);
+  assert_int_equal(0, mkdir(dir, 0755));
+  esr_partition_env env;
+  esr_replayer_partition_env(rp, dir, &env);
+  esr_partition *part = NULL;
+  if (esr_partition_open(&env, "ledger", 0, 0, &part, &err) != ESR_E_OK) fail_msg("open: %s", err.msg);
+  esr_readback *rb = esr_readback_new(cfg, &err);
+  assert_non_null(rb);
+  seen_events s = {.o = o, .last_before = -1};
+  esr_replay_hooks hooks = {hook_before, hook_after, &s};
+  /* In two ranges, as a caller that stops and goes on would: [0, 300), then to the end. */
+  esr_replay_range first = {.to = 300, .stop_after_ms = -1, .batch_events = 64, .hooks = &hooks};
+  esr_replay_outcome out;
+  if (esr_replay_apply(rb, part, &first, &out, &err) != ESR_E_OK) fail_msg("apply: %s", err.msg);
+  assert_int_equal(300, out.events);
+  assert_int_equal(300, esr_partition_committed(part)->next_offset);
+  esr_replay_range rest = {.to = -1, .stop_after_ms = -1, .hooks = &hooks};
+  if (esr_replay_apply(rb, part, &rest, &out, &err) != ESR_E_OK) fail_msg("apply: %s", err.msg);
+  const esrt_oracle_part *op = esrt_oracle_part_of(o, 0);
+  printf("# hooks: %" PRId64 " before, %" PRId64 " after (%" PRId64 " applied, %" PRId64 " dead-lettered), %" PRId64
+         " with a timestamp; the oracle: %" PRId64 " applied, %" PRId64 " dead\n",
+         s.before, s.after, s.applied, s.dead, s.with_time, op->applied, op->dead);
+  assert_int_equal(op->next_offset, s.before);
+  assert_int_equal(op->next_offset, s.after);
+  assert_int_equal(op->next_offset, s.with_time);
+  assert_int_equal(op->applied, s.applied);
+  assert_int_equal(op->dead, s.dead);
+  assert_true(s.dead > 0 && s.applied > 0);
+  assert_int_equal(0, s.wrong);
+  assert_int_equal(op->next_offset, esr_partition_committed(part)->next_offset);
+  assert_memory_equal(op->digest, esr_partition_committed(part)->log_digest, 32);
+  esr_readback_free(rb);
+  esr_partition_close(part);
+  esr_replayer_free(rp);
+  esr_config_free(cfg);
+  rig_stop(&r);
+  c->passed = 1;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(replay_to_an_offset_and_to_a_time_equal_the_oracle, setup, teardown),
@@ -761,6 +861,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(replay_starts_from_a_checkpoint, setup, teardown),
       cmocka_unit_test_setup_teardown(tampering_fails_replay_verify, setup, teardown),
       cmocka_unit_test_setup_teardown(a_non_deterministic_handler_is_caught, setup, teardown),
+      cmocka_unit_test_setup_teardown(the_engine_hooks_see_every_event_and_its_verdict, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
