@@ -131,7 +131,9 @@ static int str_cmp(const void *a, const void *b) { return strcmp(*(char *const *
 static esr_code list_dbs(const char *dir, names *l, esr_error *err) {
   memset(l, 0, sizeof *l);
   DIR *d = opendir(dir);
-  if (!d) return esr_error_set(err, errno == ENOENT ? ESR_E_CONFIG : ESR_E_IO, errno, "%s: %s", dir, strerror(errno));
+  if (!d)
+    return esr_error_set(err, errno == ENOENT || errno == ENOTDIR ? ESR_E_CONFIG : ESR_E_IO, errno, "%s: %s", dir,
+                         strerror(errno));
   struct dirent *de;
   esr_code rc = ESR_E_OK;
   while ((de = readdir(d))) {

@@ -277,8 +277,7 @@ static esr_code restore_checkpoint(run *r, esr_replay_part *p, esr_cpstore *stor
     }
     char data[4400] = "";
     if (use_local) {
-      if ((rc = esr_checkpoint_verify(cp_dir, m, &e)) == ESR_E_OK)
-        rc = esr_checkpoint_restore(cp_dir, m, out, 0, NULL, 0, &e);
+      rc = esr_checkpoint_restore(cp_dir, m, out, 0, NULL, 0, &e); /* size, SHA-256 and position checked */
       esr_checkpoint_path(data, sizeof data, cp_dir, topic, p->partition, m->next_offset, ".db");
     } else {
       char fetch[4200];
