@@ -140,7 +140,7 @@ int esr_cmd_history(int argc, char **argv) {
   if (config) {
     if (esr_config_load(config, environ, &cfg, &err) != ESR_E_OK) {
       fprintf(stderr, "esr: %s\n", err.msg);
-      status = esr_cmd_audit_status(err.code);
+      status = esr_cmd_audit_exit(err.code);
       goto out;
     }
   } else if (!(cfg = esr_config_new()) ||
@@ -185,7 +185,7 @@ int esr_cmd_history(int argc, char **argv) {
   if (rc != ESR_E_OK) {
     esr_config_redact(cfg, err.msg, sizeof err.msg);
     fprintf(stderr, "esr history: %s\n", err.msg);
-    status = esr_cmd_audit_status(rc);
+    status = esr_cmd_audit_exit(rc);
     goto out;
   }
   if ((json ? esr_history_write_json(h, stdout) : esr_history_write_text(h, stdout)) != 0) {

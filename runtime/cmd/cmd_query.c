@@ -74,7 +74,7 @@ int esr_cmd_query(int argc, char **argv) {
   esr_query_close(q);
   if (rc != ESR_E_OK) {
     fprintf(stderr, "esr query: %s\n", err.msg);
-    return esr_cmd_audit_status(rc);
+    return esr_cmd_audit_exit(rc);
   }
   return 0;
 }

@@ -73,6 +73,7 @@ int32_t esr_partition_id(const esr_partition *p) { return esr_store_partition(p-
 esr_store *esr_partition_store(esr_partition *p) { return p->store; }
 int64_t esr_partition_next_offset(const esr_partition *p) { return p->pending.next_offset; }
 const esr_position *esr_partition_committed(const esr_partition *p) { return esr_store_position(p->store); }
+const esr_position *esr_partition_working(const esr_partition *p) { return &p->pending; }
 int esr_partition_batch_events(const esr_partition *p) { return esr_store_in_batch(p->store) ? p->batch_events : 0; }
 int64_t esr_partition_batch_started(const esr_partition *p) { return p->batch_started; }
 const char *esr_partition_stopped(const esr_partition *p) { return p->stopped; }

@@ -62,6 +62,8 @@ esr_store *esr_partition_store(esr_partition *p);
 int64_t esr_partition_next_offset(const esr_partition *p);
 /* The position as last committed. */
 const esr_position *esr_partition_committed(const esr_partition *p);
+/* The working position: the committed one plus the open batch (next offset, log digest, counters). */
+const esr_position *esr_partition_working(const esr_partition *p);
 /* Events in the open batch (0: none open), and when it was opened (esr_now_ms). */
 int esr_partition_batch_events(const esr_partition *p);
 int64_t esr_partition_batch_started(const esr_partition *p);

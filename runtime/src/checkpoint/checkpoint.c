@@ -21,6 +21,7 @@
 #include "cp_internal.h"
 #include "digest.h"
 #include "esr/json.h"
+#include "statedigest.h"
 #include "store.h"
 
 #define PATH_CAP 4096
@@ -364,9 +365,10 @@ esr_code esr__manifest_list_push(esr_manifest_list *l, esr_manifest *m, size_t *
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 char *esr_manifest_json(const esr_manifest *m, esr_error *err) {
-  char digest[65], sha[65];
+  char digest[65], sha[65], state[65];
   esr_digest_hex(m->log_digest, digest);
   esr_digest_hex(m->sha256, sha);
+  esr_digest_hex(m->state_digest, state);
   char *text = NULL;
   cJSON *root = cJSON_CreateObject(), *handlers = NULL;
   if (!root) goto fail;
@@ -378,6 +380,7 @@ char *esr_manifest_json(const esr_manifest *m, esr_error *err) {
       !cJSON_AddNumberToObject(root, "applied", (double)m->applied) ||
       !cJSON_AddNumberToObject(root, "dead", (double)m->dead) ||
       !cJSON_AddNumberToObject(root, "size", (double)m->size) || !cJSON_AddStringToObject(root, "sha256", sha) ||
+      (m->has_state_digest && !cJSON_AddStringToObject(root, "state_digest", state)) ||
       !cJSON_AddStringToObject(root, "esr_version", m->esr_version ? m->esr_version : "") ||
       !cJSON_AddStringToObject(root, "created_at", m->created_at ? m->created_at : "") ||
       !(handlers = cJSON_AddArrayToObject(root, "handlers")))
@@ -469,6 +472,15 @@ esr_code esr_manifest_parse(const char *json, size_t len, esr_manifest **out, es
   if (hex_decode(esr_json_string(root, "sha256"), m->sha256, 32) != 0) {
     bad = "bad sha256";
     goto fail;
+  }
+  /* Written since esr recorded state digests; older manifests have none and still load. */
+  const cJSON *state = cJSON_GetObjectItemCaseSensitive(root, "state_digest");
+  if (state) {
+    if (hex_decode(cJSON_IsString(state) ? state->valuestring : NULL, m->state_digest, 32) != 0) {
+      bad = "bad state_digest";
+      goto fail;
+    }
+    m->has_state_digest = 1;
   }
   const char *version = esr_json_string(root, "esr_version"), *created = esr_json_string(root, "created_at");
   if (!version || !created) {
@@ -693,13 +705,14 @@ done:
   return rc;
 }
 
-/* Reads the copy's position and handlers, and makes it a self-contained rollback-journal database. */
+/* Reads the copy's position, handlers and state digest, and makes it a self-contained rollback-journal database. */
 static esr_code describe_copy(const char *tmp, esr_manifest *m, esr_error *err) {
   sqlite3 *db = NULL;
   esr_code rc = open_copy(tmp, SQLITE_OPEN_READWRITE, &db, err);
   if (rc == ESR_E_OK && sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL) != SQLITE_OK)
     rc = sqlite_fail(db, err, "journal_mode of", tmp);
   if (rc == ESR_E_OK) rc = read_copy(db, tmp, m, 1, err);
+  if (rc == ESR_E_OK && (rc = esr_state_digest(db, m->state_digest, err)) == ESR_E_OK) m->has_state_digest = 1;
   sqlite3_close(db);
   return rc;
 }
