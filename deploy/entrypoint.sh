@@ -11,4 +11,4 @@ if [ "${ESR_ASSIGNMENT:-group}" = static ]; then
 else
   export ESR_KAFKA_GROUP_INSTANCE_ID="${ESR_KAFKA_GROUP_INSTANCE_ID:-$HOSTNAME}"
 fi
-exec /usr/bin/esr run --config "${ESR_CONFIG:-/etc/esr/worker.conf}"
+exec "${ESR_BIN:-/usr/bin/esr}" run --config "${ESR_CONFIG:-/etc/esr/worker.conf}"

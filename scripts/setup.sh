@@ -18,7 +18,10 @@ PKGS=(build-essential cmake pkg-config librdkafka-dev libsqlite3-dev libcjson-de
       sqlite3 kcat procps libcurl4-openssl-dev ca-certificates
       libpcre2-dev json-schema-test-suite # JSON Schema: regex library; the official test suite (tests/schema)
       libyaml-dev                         # handlers written in SQL (their YAML file)
-      clang libclang-rt-14-dev)            # libFuzzer harnesses (scripts/fuzz.sh)
+      clang libclang-rt-14-dev             # libFuzzer harnesses (scripts/fuzz.sh)
+      libmicrohttpd-dev                    # the worker's /healthz, /readyz, /metrics
+      chromium                             # headless, renders esr history's HTML page in tests (test_history)
+      prometheus yamllint)                 # tests: a real Prometheus and promtool (metrics, alerts), deploy/ linted
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,11 +30,29 @@ done
 # elsewhere (NodeSource's bundles npm and conflicts with Debian's npm package) will do.
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+# Debian's kubectl (kubernetes-client: its kustomize is v2) renders deploy/k8s in the tests. Where another package
+# owns /usr/bin/kubectl (a cloud SDK's), Debian's package is unpacked under /opt/esr-tools/kubernetes-client instead
+# (tests/deploy looks there first).
+kc_unpack=0
+if ! dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed" &&
+   [ ! -x /opt/esr-tools/kubernetes-client/usr/bin/kubectl ]; then
+  if dpkg-query -S /usr/bin/kubectl >/dev/null 2>&1; then kc_unpack=1; else missing+=(kubernetes-client); fi
+fi
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+if [ ${#missing[@]} -gt 0 ] || [ $kc_unpack = 1 ]; then
+  [ ${#missing[@]} -eq 0 ] || echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if [ $kc_unpack = 1 ]; then
+    echo "setup: unpacking Debian's kubernetes-client under /opt/esr-tools (/usr/bin/kubectl belongs to another package)"
+    dl=$(mktemp -d)
+    (cd "$dl" && chmod 777 . && apt-get download -qq kubernetes-client)
+    $SUDO mkdir -p /opt/esr-tools/kubernetes-client
+    $SUDO dpkg-deb -x "$dl"/kubernetes-client_*.deb /opt/esr-tools/kubernetes-client
+    rm -rf "$dl"
+  fi
 fi
 
 jobs=$(nproc)

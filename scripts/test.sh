@@ -13,10 +13,10 @@ for b in gcc:Debug gcc:RelWithDebInfo clang:Release clang:RelWithDebInfo clang:D
 done
 echo "   compiled in $(( $(date +%s) - start )) s"
 echo "== release build: ctest"
-(cd build && ctest --output-on-failure -j2)
+(cd build && ctest --output-on-failure -j2 -LE slow) # the long soak (label slow): ctest -L slow
 echo "== AddressSanitizer + UBSan build: ctest"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-   ctest --output-on-failure -j2)
+   ctest --output-on-failure -j2 -LE 'slow|soak') # the soak's faults in the release build only (time)
 echo "== fuzzing: the envelope parser and the schema validator, ${ESR_FUZZ_SECONDS:-60} s each (libFuzzer, ASan, UBSan)"
 bash scripts/fuzz.sh "${ESR_FUZZ_SECONDS:-60}"
 echo "== all tests passed in $(( $(date +%s) - start )) s"

@@ -114,6 +114,7 @@ static void tick(applier *a, int64_t now, int idle) {
     esr_error err;
     if (esr_partition_tick(s->p, &err) != ESR_E_OK) esr__slot_lost_batch(a, s, &err);
     esr__slot_checkpoint_if_old(a, s, now);
+    esr__slot_sample(a, s, now);
   }
   a->open_batches = open;
 }
@@ -192,6 +193,7 @@ void *esr__applier_main(void *arg) {
     }
     esr_publisher_poll(a->pub, 0);
     int64_t now = esr_now_ms();
+    esr_metrics_beat(a->index, now); /* /healthz: this loop came round */
     if (!a->draining && (now - last_tick >= TICK_MS || !n)) {
       tick(a, now, !n); /* no message for IDLE_MS: the thread keeps up, commit what is open */
       last_tick = now;

@@ -116,7 +116,10 @@ static applier *request_close(esr_worker *w, const rd_kafka_topic_partition_t *t
   int t = esr__worker_topic_index(w, tp->topic);
   if (t < 0 || (size_t)tp->partition >= w->owner_cap[t]) return NULL;
   int *owner = &w->owner[t][tp->partition];
-  if (*owner < 0) return NULL;
+  if (*owner < 0) { /* refused at assignment (not opened): it leaves this worker now */
+    esr_metrics_state(esr_metrics_partition_find(tp->topic, tp->partition), ESR_PSTATE_UNOWNED);
+    return NULL;
+  }
   applier *a = &w->appliers[*owner];
   a->owned--;
   *owner = -1;
@@ -165,6 +168,7 @@ void esr__assign_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_
   int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
   rd_kafka_error_t *e = NULL;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    esr_metrics_rebalance();
     rd_kafka_topic_partition_list_t *ok = open_partitions(w, parts);
     if (cooperative)
       e = rd_kafka_incremental_assign(rk, ok);
@@ -187,6 +191,7 @@ void esr__assign_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_
     esr_log(ESR_LOG_ERROR, "worker", "rebalance: %s", rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
   }
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) esr_metrics_phase(ESR_PHASE_RUNNING); /* joined: no longer starting */
 }
 
 /* A message on the main queue means a partition's queue was not forwarded: never drop it silently (the applier

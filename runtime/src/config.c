@@ -1,6 +1,8 @@
 /* config.c — parsing and validation of the worker configuration, driven by one table of keys. */
 #include "config.h"
 
+#include "http.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -274,6 +276,42 @@ static esr_code set_schemas_dir(esr_config *cfg, const char *key, const char *va
   return set_string(&cfg->schemas_dir, key, value, origin, "/etc/esr/schemas", err);
 }
 
+static esr_code set_http_listen(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                esr_error *err) {
+  char host[256];
+  int port;
+  if (!*value) { /* empty: no HTTP server */
+    free(cfg->http_listen);
+    cfg->http_listen = NULL;
+    return ESR_E_OK;
+  }
+  if (esr_http_parse_listen(value, host, sizeof host, &port) != 0)
+    return bad(err, key, origin, value, "expected host:port, [v6addr]:port or :port (port 0..65535), or empty for none",
+               "0.0.0.0:9464");
+  return set_string(&cfg->http_listen, key, value, origin, "0.0.0.0:9464", err);
+}
+
+static esr_code set_health_stall(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                 esr_error *err) {
+  if (parse_int(value, 1000, 86400000, &cfg->health_stall_ms))
+    return bad(err, key, origin, value, "expected milliseconds in 1000..86400000", "300000");
+  return ESR_E_OK;
+}
+
+static esr_code set_aside_keep(esr_config *cfg, const char *key, const char *value, const char *origin,
+                               esr_error *err) {
+  if (parse_int(value, 0, 100000, &cfg->state_aside_keep))
+    return bad(err, key, origin, value, "expected a number of files in 0..100000", "3");
+  return ESR_E_OK;
+}
+
+static esr_code set_drop_after(esr_config *cfg, const char *key, const char *value, const char *origin,
+                               esr_error *err) {
+  if (parse_int(value, 0, 2000000000, &cfg->state_drop_after_ms))
+    return bad(err, key, origin, value, "expected milliseconds (0: never drop)", "600000");
+  return ESR_E_OK;
+}
+
 static esr_code set_assignment(esr_config *cfg, const char *key, const char *value, const char *origin,
                                esr_error *err) {
   if (strcmp(value, "group") == 0)
@@ -411,6 +449,14 @@ static const key_spec KEYS[] = {
     {"max.crash.retries", set_crash_retries, 0, "3", "3",
      "restarts of a batch during which the process died before it is re-applied one event per transaction and the "
      "event that kills the process is dead-lettered (reason crash)"},
+    {"http.listen", set_http_listen, 0, NULL, "0.0.0.0:9464",
+     "address of the HTTP endpoint (/healthz, /readyz, /metrics); empty: none"},
+    {"health.stall.ms", set_health_stall, 0, "300000", "300000",
+     "/healthz fails when an apply thread's loop has not come round for this long"},
+    {"state.aside.keep", set_aside_keep, 0, "3", "3",
+     "moved-aside databases (*.corrupt-*, *.old-*) kept in state.dir; older ones are removed"},
+    {"state.drop.after.ms", set_drop_after, 0, "600000", "600000",
+     "with checkpoint.store: drop the database of a partition released this long ago once the store holds it (0: never)"},
     {"sqlite.cache.mb", set_cache_mb, 0, "8", "16", "SQLite page cache per partition database, in MiB"},
     {"log.level", set_log_level, 0, "info", "debug", "debug, info, warn or error"},
     {"log.format", set_log_format, 0, "auto", "json", "json, text, or auto (text on a terminal, json otherwise)"},
@@ -443,6 +489,7 @@ void esr_config_free(esr_config *cfg) {
   free(cfg->partitions);
   free(cfg->checkpoint_dir);
   free(cfg->schemas_dir);
+  free(cfg->http_listen);
   free(cfg->checkpoint_store);
   free(cfg->checkpoint_s3_endpoint);
   free(cfg->checkpoint_s3_region);

@@ -56,6 +56,10 @@ typedef struct esr_config {
   int recovery_store_wait_ms;      /* a partition with a valid local state waits this long for the remote store */
   int recovery_store_wait_cold_ms; /* ... one without local state this long */
   int max_crash_retries;
+  char *http_listen;      /* host:port of /healthz, /readyz, /metrics, or NULL (no HTTP server) */
+  int health_stall_ms;    /* /healthz fails once an apply thread's loop has not come round for this long */
+  int state_aside_keep;   /* moved-aside databases (*.corrupt-*, *.old-*) kept in state.dir; older ones are removed */
+  int state_drop_after_ms; /* with checkpoint.store: drop a released partition's database this long after (0: never) */
   char *schemas_dir; /* JSON Schemas <type>.v<version>.json of the events' data, or NULL */
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
   size_t n_kafka;

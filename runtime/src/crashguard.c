@@ -82,7 +82,7 @@ esr_code esr_crash_record_open(const char *state_dir, esr_crash_record *last, es
   memset(last, 0, sizeof *last);
   char path[4096];
   snprintf(path, sizeof path, "%s/.esr-crash", state_dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return esr_error_set(err, ESR_E_IO, errno, "%s: %s", path, strerror(errno));
   char buf[8192];
   ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
@@ -174,7 +174,7 @@ esr_code esr_guard_open(const char *state_dir, const char *topic, int32_t partit
   g->record_len = len > 0 && (size_t)len < sizeof g->record ? (size_t)len : 0;
   char path[4096];
   snprintf(path, sizeof path, "%s/%s-%d.inflight", state_dir, topic, (int)partition);
-  g->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  g->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (g->fd < 0) {
     esr_error_set(err, ESR_E_IO, errno, "%s: %s", path, strerror(errno));
     free(g);

@@ -50,6 +50,8 @@ struct esr_partition {
   int held;   /* the outbox is held back (esr_partition_hold) */
   int64_t last_commit_ms; /* esr_now_ms of the last commit (or of the open) */
   int wal_failed;         /* the last truncation failed for a reason other than a reader: wait for a commit */
+  esr_pmetrics *metrics;      /* counted at commit, or NULL */
+  int batch_dead[ESR_DL_N];   /* dead letters of the open batch, by reason */
   seq_list delivered; /* acknowledged, to delete in the next transaction */
   seq_list deleting;  /* deleted in the open transaction */
 };
@@ -71,11 +73,13 @@ int32_t esr_partition_id(const esr_partition *p) { return esr_store_partition(p-
 esr_store *esr_partition_store(esr_partition *p) { return p->store; }
 int64_t esr_partition_next_offset(const esr_partition *p) { return p->pending.next_offset; }
 const esr_position *esr_partition_committed(const esr_partition *p) { return esr_store_position(p->store); }
+const esr_position *esr_partition_working(const esr_partition *p) { return &p->pending; }
 int esr_partition_batch_events(const esr_partition *p) { return esr_store_in_batch(p->store) ? p->batch_events : 0; }
 int64_t esr_partition_batch_started(const esr_partition *p) { return p->batch_started; }
 const char *esr_partition_stopped(const esr_partition *p) { return p->stopped; }
 int esr_partition_commit_due(const esr_partition *p) { return p->commit_due || esr_guard_careful(p->guard); }
 int esr_partition_in_flight(const esr_partition *p) { return p->in_flight; }
+void esr_partition_set_metrics(esr_partition *p, esr_pmetrics *m) { p->metrics = m; }
 
 static esr_code migrate_all(esr_partition *p, esr_error *err) {
   const esr_registry *reg = p->env->registry;
@@ -169,6 +173,7 @@ void esr_partition_rollback(esr_partition *p) {
   p->pending = *esr_store_position(p->store);
   p->batch_events = 0;
   p->batch_outbox = 0;
+  memset(p->batch_dead, 0, sizeof p->batch_dead);
   /* The deletes of the rolled-back transaction did not happen. */
   for (size_t i = 0; i < p->deleting.n; i++) seq_push(&p->delivered, p->deleting.v[i]);
   p->deleting.n = 0;
@@ -210,6 +215,7 @@ static esr_code dead_letter(esr_partition *p, const esr_message *m, const char *
   if (rc != ESR_E_OK) return rc;
   p->pending.dead++;
   p->batch_outbox++;
+  p->batch_dead[esr_metrics_reason_index(reason)]++;
   esr_log(ESR_LOG_INFO, "partition", "%s[%d]@%" PRId64 ": dead letter (%s): %s", esr_store_topic(p->store),
           (int)esr_store_partition(p->store), m->offset, reason, error);
   return ESR_E_OK;
@@ -367,11 +373,17 @@ esr_code esr_partition_apply(esr_partition *p, const esr_message *m, esr_error *
 
 esr_code esr_partition_commit(esr_partition *p, esr_error *err) {
   if (!esr_store_in_batch(p->store)) return ESR_E_OK;
+  int64_t applied_before = esr_store_position(p->store)->applied;
   esr_code rc = esr_store_commit(p->store, &p->pending, err);
   if (rc != ESR_E_OK) {
     esr_partition_rollback(p);
     return esr_error_prefix(err, "%s[%d]: commit", esr_store_topic(p->store), (int)esr_store_partition(p->store));
   }
+  if (p->metrics) {
+    esr_metrics_committed(p->metrics, p->pending.next_offset, p->pending.applied - applied_before, p->batch_dead,
+                          esr_now_ms());
+  }
+  memset(p->batch_dead, 0, sizeof p->batch_dead);
   esr_guard_committed(p->guard, p->pending.next_offset);
   p->commit_due = 0;
   p->last_commit_ms = esr_now_ms();

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "crashguard.h"
+#include "metrics.h"
 #include "publisher.h"
 #include "registry.h"
 #include "schema.h"
@@ -61,6 +62,8 @@ esr_store *esr_partition_store(esr_partition *p);
 int64_t esr_partition_next_offset(const esr_partition *p);
 /* The position as last committed. */
 const esr_position *esr_partition_committed(const esr_partition *p);
+/* The working position: the committed one plus the open batch (next offset, log digest, counters). */
+const esr_position *esr_partition_working(const esr_partition *p);
 /* Events in the open batch (0: none open), and when it was opened (esr_now_ms). */
 int esr_partition_batch_events(const esr_partition *p);
 int64_t esr_partition_batch_started(const esr_partition *p);
@@ -88,5 +91,7 @@ void esr_partition_delivered(esr_partition *p, int64_t seq, int ok);
 esr_code esr_partition_tick(esr_partition *p, esr_error *err);
 /* Rows sent and not yet reported. */
 int esr_partition_in_flight(const esr_partition *p);
+/* Where each commit counts its events, dead letters (by reason) and position (esr/metrics.h); NULL: nowhere. */
+void esr_partition_set_metrics(esr_partition *p, esr_pmetrics *m);
 
 #endif

@@ -134,6 +134,35 @@ static esr_code watermarks(esr_readback *rb, const esr_readback_range *r, int64_
   }
 }
 
+esr_code esr_readback_bounds(esr_readback *rb, const char *topic, int32_t partition, int timeout_ms, int64_t *start,
+                             int64_t *end, esr_error *err) {
+  esr_readback_range r = {.topic = topic, .partition = partition};
+  return watermarks(rb, &r, esr_now_ms() + (timeout_ms > 0 ? timeout_ms : ESR_READBACK_TIMEOUT_MS), start, end, err);
+}
+
+esr_code esr_readback_offset_for_time(esr_readback *rb, const char *topic, int32_t partition, int64_t ts_ms,
+                                      int timeout_ms, int64_t *offset, esr_error *err) {
+  int64_t deadline = esr_now_ms() + (timeout_ms > 0 ? timeout_ms : ESR_READBACK_TIMEOUT_MS);
+  for (;;) {
+    int64_t left = deadline - esr_now_ms();
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = ts_ms;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rb->rk, l, left > 0 ? (int)left : 1);
+    if (!e) e = l->elems[0].err;
+    *offset = l->elems[0].offset < 0 ? -1 : l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (!e) return ESR_E_OK;
+    if (unknown(e))
+      return esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "%s[%" PRId32 "]: %s", topic,
+                           partition, rd_kafka_err2str(e));
+    if (!transient(e) || esr_now_ms() >= deadline)
+      return esr_error_set(err, ESR_E_KAFKA, transient(e) ? RD_KAFKA_RESP_ERR__TIMED_OUT : e,
+                           "%s[%" PRId32 "]: cannot look up the offset for a time: %s", topic, partition,
+                           rd_kafka_err2str(e));
+    pause_ms(100);
+  }
+}
+
 static esr_code assign_at(esr_readback *rb, const esr_readback_range *r, int64_t offset, esr_error *err) {
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
   if (!l) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");

@@ -17,7 +17,7 @@
  * partition without leader) stops with RD_KAFKA_RESP_ERR__TIMED_OUT, so a read never hangs. A full set is ESR_E_NOMEM
  * (strset.h). After a failed read the reader can be used again. A reader serves one thread at a time.
  *
- * Users: `esr dlq replay` looks for esr-replayed-from values in the partitions it is about to re-send to (dlq_replay.h
+ * Users: `esr replay` and `esr verify` read each partition's range of the log with it (replay.h); `esr dlq replay` looks for esr-replayed-from values in the partitions it is about to re-send to (dlq_replay.h
  * says from which offsets); a partition opening reads its output partitions from the offset it recorded and collects
  * the esr-source keys of its own topic-partition (prefix "<topic>/<partition>/").
  */
@@ -63,6 +63,15 @@ void esr_readback_free(esr_readback *rb);
 /* The number of partitions of topic (ESR_E_KAFKA when unknown; timeout_ms <= 0: ESR_READBACK_TIMEOUT_MS). */
 esr_code esr_readback_partition_count(esr_readback *rb, const char *topic, int timeout_ms, int *count,
                                       esr_error *err);
+/* The partition's log start and end (under read_committed, its last stable offset), transient failures waited out up to
+ * timeout_ms (<= 0: ESR_READBACK_TIMEOUT_MS). Errors as for a read. */
+esr_code esr_readback_bounds(esr_readback *rb, const char *topic, int32_t partition, int timeout_ms, int64_t *start,
+                             int64_t *end, esr_error *err);
+/* The broker's answer to "the first offset whose timestamp is at or after ts_ms" (ListOffsets by time): *offset, or -1
+ * when it names none — no later message, or a broker that does not answer such requests (librdkafka's mock cluster
+ * answers -1 to every one): the caller cannot tell the two apart and must then read the timestamps itself. */
+esr_code esr_readback_offset_for_time(esr_readback *rb, const char *topic, int32_t partition, int64_t ts_ms,
+                                      int timeout_ms, int64_t *offset, esr_error *err);
 /* Calls fn for each message of the range, in offset order. res (may be NULL) is filled as far as the read got. */
 esr_code esr_readback_scan(esr_readback *rb, const esr_readback_range *r, esr_readback_fn fn, void *arg,
                            esr_readback_result *res, esr_error *err);

@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "outbox.h"
 #include "worker_int.h"
 
 slot *esr__slot_find(applier *a, size_t t, int32_t partition) {
@@ -36,6 +37,7 @@ void esr__slot_pause(applier *a, slot *s, int64_t retry_in) {
   rd_kafka_topic_partition_list_destroy(l);
   s->paused = 1;
   s->retry_at = retry_in < 0 ? 0 : esr_now_ms() + retry_in;
+  esr_metrics_state(s->m, retry_in < 0 ? ESR_PSTATE_STOPPED : ESR_PSTATE_PAUSED);
 }
 
 /* After a lost batch: resume and seek back to the last committed position. The seek's version barrier makes
@@ -57,12 +59,14 @@ void esr__slot_resume(applier *a, slot *s) {
   esr_log(ESR_LOG_INFO, "worker", "%s[%d]: resuming at offset %" PRId64, esr__slot_topic(a, s), (int)s->partition, next);
   s->paused = 0;
   s->retry_at = 0;
+  esr_metrics_state(s->m, ESR_PSTATE_RUNNING);
 }
 
 /* A batch was rolled back by a store error. The slot stays valid for the caller: a damaged database is only marked
  * here and rebuilt by the next tick (rebuild_slot frees the slot); any other error pauses the partition and retries
  * from the stored position, with a growing delay while the error persists (a full disk). */
 void esr__slot_lost_batch(applier *a, slot *s, const esr_error *err) {
+  esr_metrics_rolled_back(err->code, err->lib_code);
   esr__slot_pause(a, s, -1);
   if (err->code == ESR_E_CORRUPT) { /* the database itself is damaged: retrying cannot help, the ladder can */
     esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: the database is damaged (%s); rebuilding it from the recovery ladder",
@@ -82,10 +86,14 @@ void esr__slot_lost_batch(applier *a, slot *s, const esr_error *err) {
 void esr__slot_commit(applier *a, slot *s) {
   if (!esr_partition_batch_events(s->p)) return;
   esr_error err;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   if (esr_partition_commit(s->p, &err) != ESR_E_OK) {
     esr__slot_lost_batch(a, s, &err);
     return;
   }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  esr_metrics_commit_seconds((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
   s->backoff_ms = 0;
   if (a->w->commit_kafka) {
     rd_kafka_topic_partition_list_t *l = one_partition(a, s, esr_partition_next_offset(s->p));
@@ -130,6 +138,15 @@ void esr__slot_checkpoint_if_old(applier *a, slot *s, int64_t now) {
   }
 }
 
+/* Counts the partition's outbox rows for the metrics, every 2 s (called from tick). */
+void esr__slot_sample(applier *a, slot *s, int64_t now) {
+  if (!s->m || now - s->sampled_at < 2000) return;
+  s->sampled_at = now;
+  int64_t rows;
+  esr_error err;
+  if (esr_outbox_count(esr_partition_store(s->p), &rows, &err) == ESR_E_OK) esr_metrics_outbox(s->m, rows);
+}
+
 void esr__slot_stop(applier *a, slot *s, const char *why) {
   esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: partition stopped: %s", esr__slot_topic(a, s), (int)s->partition, why);
   esr__slot_pause(a, s, -1);
@@ -155,23 +172,37 @@ int64_t esr__slot_open(applier *a, size_t t, int32_t partition) {
   const char *topic = a->w->cfg->topics[t];
   esr_error err;
   int64_t t0 = esr_now_ms();
+  esr_pmetrics *m = s->m = esr_metrics_partition(topic, partition);
+  esr_metrics_state(m, ESR_PSTATE_RECOVERING);
   esr_recovery_result rr;
   if (esr_recover(&a->recovery, topic, partition, &rr, &err) != ESR_E_OK) {
     esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: partition stopped: %s", topic, (int)partition, err.msg);
+    esr_metrics_recovery(0, (double)(esr_now_ms() - t0) / 1000.0);
+    esr_metrics_state(m, ESR_PSTATE_REFUSED);
     free(s);
     return -1;
   }
+  esr_metrics_recovery(rr.step, (double)rr.elapsed_ms / 1000.0);
   esr_code orc = esr_partition_open(&a->env, topic, partition, esr__slot_sink(s), &s->p, &err);
   esr_recovery_result_release(&rr); /* after the store's open, which found the WAL index built */
   if (orc != ESR_E_OK) {
     esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: cannot open the partition, not consuming it: %s", topic, (int)partition,
             err.msg);
+    esr_metrics_state(m, ESR_PSTATE_REFUSED);
     free(s);
     return -1;
   }
   ts->by_partition[partition] = s;
   const esr_position *pos = esr_partition_committed(s->p);
   int64_t now = esr_now_ms();
+  esr_partition_set_metrics(s->p, m);
+  if (m) { /* the state it opened with is the baseline of its checkpoints, as cp_offset below */
+    esr_metrics_set(&m->cp_offset, pos->next_offset);
+    esr_metrics_set(&m->uncovered_ms, 0);
+    esr_metrics_set(&m->next_offset, pos->next_offset);
+    esr_metrics_state(m, ESR_PSTATE_RUNNING);
+    esr__slot_sample(a, s, now);
+  }
   s->cp_offset = pos->next_offset;
   s->cp_at = now;
   s->replay_from = pos->next_offset;
@@ -219,6 +250,7 @@ void esr__slot_close(applier *a, slot *s) {
   int corrupt = s->corrupt;
   size_t t = s->topic;
   int32_t partition = s->partition;
+  esr_metrics_state(s->m, ESR_PSTATE_UNOWNED);
   a->topics[t].by_partition[partition] = NULL;
   esr_verify_release(s->verify);
   esr_partition_close(s->p);
@@ -240,6 +272,7 @@ void esr__slot_rebuild(applier *a, slot *s, const char *reason) {
   size_t t = s->topic;
   int32_t partition = s->partition;
   const char *topic = esr__slot_topic(a, s);
+  esr_metrics_state(s->m, ESR_PSTATE_RECOVERING);
   a->topics[t].by_partition[partition] = NULL;
   esr_verify_release(s->verify);
   esr_partition_close(s->p); /* rolls back the open batch */
@@ -308,4 +341,5 @@ void esr__slot_gap(applier *a, slot *s) {
              "Refusing to skip them: restore a checkpoint at offset >= %" PRId64 " into %s, or re-produce the events",
              need, lo, hi, lo > need ? lo - need : 0, lo, a->w->cfg->state_dir);
   esr__slot_stop(a, s, why);
+  esr_metrics_state(s->m, ESR_PSTATE_REFUSED);
 }

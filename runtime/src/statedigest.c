@@ -165,10 +165,11 @@ static esr_code read_position(sqlite3 *db, esr_state_summary *out, esr_error *er
 
 esr_code esr_state_summarize(sqlite3 *db, esr_state_summary *out, esr_error *err) {
   memset(out, 0, sizeof *out);
-  if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return esr_st_error(db, err, "BEGIN");
+  int own = sqlite3_get_autocommit(db); /* in the caller's transaction, or in one of its own */
+  if (own && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return esr_st_error(db, err, "BEGIN");
   esr_code rc = read_position(db, out, err);
   if (rc == ESR_E_OK) rc = esr_state_digest(db, out->state_digest, err);
-  sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  if (own) sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
   return rc;
 }
 

@@ -35,7 +35,7 @@ typedef struct esr_state_summary {
   uint8_t state_digest[32];
 } esr_state_summary;
 
-/* Position and state digest of `db` in one read transaction (opened and ended here). */
+/* Position and state digest of `db` in one read transaction: the caller's when one is open, else one of its own. */
 esr_code esr_state_summarize(sqlite3 *db, esr_state_summary *out, esr_error *err);
 /* The same for the file at `path`, opened read-only. */
 esr_code esr_state_summarize_file(const char *path, esr_state_summary *out, esr_error *err);

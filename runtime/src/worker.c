@@ -54,16 +54,67 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     esr__worker_fatal(w, &e);
     return;
   }
+  esr_metrics_kafka_error();
   esr_log(ESR_LOG_WARN, "kafka", "%s: %s", rd_kafka_err2name(err), reason);
+}
+
+/* ---- the HTTP endpoint's routes (on its thread: they read atomics and librdkafka's cached watermarks only) ---- */
+
+static int text(char **body, size_t *len, int status, const char *msg) {
+  size_t n = strlen(msg);
+  if ((*body = malloc(n + 2))) {
+    memcpy(*body, msg, n);
+    (*body)[n] = '\n';
+    (*body)[n + 1] = '\0';
+    *len = n + 1;
+  }
+  return status;
+}
+
+static int route_healthz(void *arg, char **body, size_t *len) {
+  esr_worker *w = arg;
+  char why[300];
+  int ok = esr_metrics_healthy(esr_now_ms(), w->cfg->health_stall_ms, why, sizeof why);
+  return text(body, len, ok ? 200 : 503, why);
+}
+
+static int route_readyz(void *arg, char **body, size_t *len) {
+  (void)arg;
+  char why[300];
+  int ok = esr_metrics_ready(why, sizeof why);
+  return text(body, len, ok ? 200 : 503, why);
+}
+
+static int watermark(void *arg, const char *topic, int32_t partition, int64_t *hi) {
+  esr_worker *w = arg;
+  int64_t lo = -1;
+  if (!atomic_load(&w->rk_ready)) return -1;
+  return rd_kafka_get_watermark_offsets(w->rk, topic, partition, &lo, hi) == RD_KAFKA_RESP_ERR_NO_ERROR && *hi >= 0
+             ? 0
+             : -1;
+}
+
+static int route_metrics(void *arg, char **body, size_t *len) {
+  esr_worker *w = arg;
+  esr_metrics_source src = {.state_dir = w->cfg->state_dir, .watermark = watermark, .arg = w};
+  *body = esr_metrics_render(&src, len);
+  return 200;
+}
+
+/* Whether this worker owns (or is opening) a partition: for the disk hygiene, on the main thread. */
+static int owns(void *arg, const char *topic, int32_t partition) {
+  esr_worker *w = arg;
+  int t = esr__worker_topic_index(w, topic);
+  return t >= 0 && (size_t)partition < w->owner_cap[t] && w->owner[t][partition] >= 0;
 }
 
 static esr_code lock_state_dir(esr_worker *w, esr_error *err) {
   const char *dir = w->cfg->state_dir;
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+  if (mkdir(dir, 0750) != 0 && errno != EEXIST)
     return esr_error_set(err, ESR_E_IO, errno, "state.dir %s: cannot create: %s", dir, strerror(errno));
   char path[4096];
   snprintf(path, sizeof path, "%s/.esr.lock", dir);
-  w->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  w->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (w->lock_fd < 0)
     return esr_error_set(err, ESR_E_IO, errno, "state.dir %s: cannot open %s: %s", dir, path, strerror(errno));
   if (flock(w->lock_fd, LOCK_EX | LOCK_NB) != 0)
@@ -92,10 +143,21 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
   w->group = cfg->assignment == ESR_ASSIGN_GROUP;
   w->commit_kafka = esr_config_kafka_get(cfg, "group.id") != NULL;
   pthread_mutex_init(&w->fatal_mu, NULL);
+  /* The state is business data: directories 0750, files 0640 (group access for a pod's fsGroup), also those SQLite
+   * creates, which take 0644 less the umask. */
+  umask(027);
+  esr_metrics_reset();
   esr_code rc;
   rd_kafka_conf_t *conf = NULL;
   w->n_appliers = cfg->apply_threads > 0 ? cfg->apply_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (w->n_appliers < 1) w->n_appliers = 1;
+  esr_metrics_appliers(w->n_appliers);
+  if (cfg->http_listen) { /* first: a port in use stops the worker before anything else runs; "starting" meanwhile */
+    esr_http_routes routes = {.healthz = route_healthz, .readyz = route_readyz, .metrics = route_metrics, .arg = w};
+    if ((rc = esr_http_start(cfg->http_listen, &routes, &w->http, err)) != ESR_E_OK) goto fail;
+    esr_log(ESR_LOG_INFO, "http", "listening on %s (port %d): /healthz /readyz /metrics", cfg->http_listen,
+            esr_http_port(w->http));
+  }
   w->appliers = calloc((size_t)w->n_appliers, sizeof *w->appliers);
   w->owner = calloc(cfg->n_topics, sizeof *w->owner);
   w->owner_cap = calloc(cfg->n_topics, sizeof *w->owner_cap);
@@ -160,6 +222,20 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
   }
   conf = NULL;
   rd_kafka_poll_set_consumer(w->rk); /* error and log callbacks are served by rd_kafka_consumer_poll */
+  atomic_store(&w->rk_ready, 1);
+  esr_hygiene_opts ho = {.state_dir = cfg->state_dir,
+                         .cp_dir = w->cp_dir,
+                         .topics = cfg->topics,
+                         .n_topics = cfg->n_topics,
+                         .aside_keep = cfg->state_aside_keep,
+                         .drop_after_ms = cfg->state_drop_after_ms,
+                         .lister = esr_checkpointer_lister(w->checkpointer),
+                         .owned = owns,
+                         .arg = w};
+  if (!(w->hygiene = esr_hygiene_new(&ho))) {
+    rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    goto fail;
+  }
   for (int i = 0; i < w->n_appliers; i++) {
     applier *a = &w->appliers[i];
     if ((rc = esr__applier_init(w, a, i, err)) != ESR_E_OK) goto fail;
@@ -180,6 +256,9 @@ fail:
 
 void esr_worker_free(esr_worker *w) {
   if (!w) return;
+  esr_http_stop(w->http); /* first: its thread reads the worker */
+  atomic_store(&w->rk_ready, 0);
+  esr_hygiene_free(w->hygiene);
   if (w->appliers) {
     esr__assign_broadcast(w, CTL_EXIT);
     for (int i = 0; i < w->n_appliers; i++)
@@ -204,6 +283,7 @@ void esr_worker_free(esr_worker *w) {
 }
 
 static void shutdown_worker(esr_worker *w) {
+  esr_metrics_phase(ESR_PHASE_DRAINING);
   esr_log(ESR_LOG_INFO, "worker", "stopping: committing open batches and publishing the outbox");
   esr__assign_broadcast(w, CTL_DRAIN);
   if (w->group) {
@@ -236,13 +316,20 @@ esr_code esr_worker_run(esr_worker *w, volatile sig_atomic_t *stop, esr_error *e
   esr_code rc = w->group ? esr__assign_subscribe(w, err) : esr__assign_static(w, err);
   if (rc != ESR_E_OK) return rc;
   w->last_stats = esr_now_ms();
+  if (!w->group) esr_metrics_phase(ESR_PHASE_RUNNING); /* the partitions are open: each one says how it is */
+  /* In group mode "starting" lasts until the first assignment (assign.c), or at most the session timeout. */
+  const char *session = esr_config_kafka_get(cfg, "session.timeout.ms");
+  w->join_deadline = esr_now_ms() + (session ? atoi(session) : 45000) + 10000;
   while (!*stop && !atomic_load(&w->fatal)) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 100);
     if (m) {
       esr__assign_stray(w, m);
       rd_kafka_message_destroy(m);
     }
-    log_stats(w, esr_now_ms());
+    int64_t now = esr_now_ms();
+    log_stats(w, now);
+    if (w->group && now >= w->join_deadline) esr_metrics_phase(ESR_PHASE_RUNNING);
+    esr_hygiene_tick(w->hygiene, now);
   }
   shutdown_worker(w);
   if (atomic_load(&w->fatal)) {

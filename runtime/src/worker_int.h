@@ -21,6 +21,9 @@
 #include "checkpointer.h"
 #include "config.h"
 #include "crashguard.h"
+#include "http.h"
+#include "hygiene.h"
+#include "metrics.h"
 #include "partition.h"
 #include "recovery.h"
 #include "registry.h"
@@ -52,6 +55,8 @@ typedef struct slot {
   esr_verify_ticket *verify; /* the live database's integrity check under way: outbox and checkpoints wait for it */
   int64_t backoff_ms;        /* the next retry's delay after a lost batch: doubles up to RETRY_BACKOFF_MAX_MS */
   int corrupt;               /* the database is damaged: rebuilt by the next tick, never while in use */
+  esr_pmetrics *m;           /* its metrics (esr/metrics.h), or NULL */
+  int64_t sampled_at;        /* esr_now_ms of the last outbox count for the metrics */
   char corrupt_why[400];
 } slot;
 
@@ -117,6 +122,10 @@ struct esr_worker {
   pthread_mutex_t fatal_mu;
   esr_error fatal_err;
   int64_t consumed_at_last_stats, last_stats;
+  esr_http *http;        /* /healthz, /readyz, /metrics, or NULL */
+  _Atomic int rk_ready;  /* rk may be read by the HTTP thread */
+  int64_t join_deadline; /* group mode: "starting" ends at the first assignment or at this time (esr_now_ms) */
+  esr_hygiene *hygiene;
 };
 
 /* worker.c */
@@ -149,6 +158,7 @@ void esr__slot_resume(applier *a, slot *s);
 void esr__slot_lost_batch(applier *a, slot *s, const esr_error *err);
 void esr__slot_commit(applier *a, slot *s);
 void esr__slot_checkpoint_if_old(applier *a, slot *s, int64_t now);
+void esr__slot_sample(applier *a, slot *s, int64_t now);
 void esr__slot_stop(applier *a, slot *s, const char *why);
 int64_t esr__slot_open(applier *a, size_t t, int32_t partition);
 void esr__slot_close(applier *a, slot *s);

@@ -134,8 +134,17 @@ static const char *unit_name(unit_kind u) { return u == RATE ? "events/s" : u ==
 
 /* ---------------------------------------------------------------------------------------------------- options */
 
-enum { PH_CONSUME = 1, PH_PARSE = 2, PH_STORE = 4, PH_ESR = 8, PH_RSS = 16, PH_NAIVE = 32, PH_RECOVERY = 64 };
-static const char *const PHASES[] = {"consume", "parse", "store", "esr", "rss", "naive", "recovery", NULL};
+enum {
+  PH_CONSUME = 1,
+  PH_PARSE = 2,
+  PH_STORE = 4,
+  PH_ESR = 8,
+  PH_RSS = 16,
+  PH_NAIVE = 32,
+  PH_RECOVERY = 64,
+  PH_REPLAY = 128
+};
+static const char *const PHASES[] = {"consume", "parse", "store", "esr", "rss", "naive", "recovery", "replay", NULL};
 
 typedef struct options {
   int only; /* PH_* */
@@ -170,6 +179,10 @@ static void usage(FILE *out) {
           "  recovery        kill -9 of a caught-up worker, one new event, restart: time to that event's commit; with\n"
           "                  the 1 M-account state of the stream, and with a 1,000-account state\n"
           "  peak RSS        VmHWM of the worker with 8 partitions, and with all of them\n"
+          "  replay          `esr replay` of the whole stream from offset 0 into a fresh directory (process start to\n"
+          "                  exit, replay.json written), against the worker's catch-up of the same run; then a replay\n"
+          "                  of partition 0 to a recent offset with the worker's configuration, which starts from the\n"
+          "                  worker's checkpoint and applies only the events after it (both counts printed)\n"
           "and prints a table with ratios and the issue's targets (PASS/MISS, information only).\n"
           "Exit code 0 when everything was measured, 1 when something could not be, 2 on bad options.\n"
           "\n"
@@ -186,7 +199,7 @@ static void usage(FILE *out) {
           "  --esr PATH          the esr binary (default %s)\n"
           "  --handler PATH      the ledger plugin (default %s/handlers/ledger.so)\n"
           "  --only LIST         measure only these figures (comma-separated): consume, parse, store, esr, rss,\n"
-          "                      naive, recovery (default: all)\n"
+          "                      naive, recovery, replay (default: all; replay brings esr with it)\n"
           "  --set KEY=VALUE     a worker configuration key for every worker of the run (repeatable), e.g.\n"
           "                      --set apply.threads=1; batch.max.events and sqlite.cache.mb also apply to the store\n"
           "                      limit. The naive worker's batch.max.events and offsets.commit.sync are its own.\n"
@@ -209,7 +222,7 @@ static void parse_options(int argc, char **argv, options *o) {
   static char handler[1024];
   snprintf(handler, sizeof handler, "%s/handlers/ledger.so", ESR_BUILD_DIR);
   *o = (options){.events = 2000000, .repeats = 3, .naive_seconds = 10, .small_accounts = 1000, .brokers = 3,
-                 .bad_share = 0.01, .seed = 6, .esr_bin = ESR_BIN, .handler = handler, .only = 127};
+                 .bad_share = 0.01, .seed = 6, .esr_bin = ESR_BIN, .handler = handler, .only = 255};
   static const struct option opts[] = {
       {"events", required_argument, NULL, 'e'},         {"accounts", required_argument, NULL, 'a'},
       {"partitions", required_argument, NULL, 'p'},     {"repeats", required_argument, NULL, 'r'},
@@ -262,7 +275,7 @@ static void parse_options(int argc, char **argv, options *o) {
         while (PHASES[i] && strcmp(PHASES[i], t) != 0) i++;
         if (!PHASES[i]) {
           fprintf(stderr, "esr-bench: --only: unknown figure '%s' (%s)\n", t,
-                  "consume, parse, store, esr, rss, naive, recovery");
+                  "consume, parse, store, esr, rss, naive, recovery, replay");
           exit(2);
         }
         o->only |= 1 << i;
@@ -278,6 +291,7 @@ static void parse_options(int argc, char **argv, options *o) {
     fprintf(stderr, "esr-bench: unexpected argument '%s'\n", argv[optind]);
     exit(2);
   }
+  if (o->only & PH_REPLAY) o->only |= PH_ESR; /* the replay is measured against the catch-up of the same run */
   if (!o->accounts) o->accounts = (int)(o->events / 2 < 1000000 ? o->events / 2 : 1000000);
   if ((size_t)o->accounts > o->events) {
     fprintf(stderr, "esr-bench: --accounts must not exceed --events\n");
@@ -399,6 +413,8 @@ static void recovery(const bench_env *env, esrt_producer *prod, const char *topi
 
 /* ---------------------------------------------------------------------------------------------------- phases */
 
+static int has_figure(const figure *f) { return f->n > 0; }
+
 typedef struct bench {
   options o;
   bench_env env;
@@ -411,7 +427,10 @@ typedef struct bench {
   int batch_events, batch_ms, cache_mb, apply_threads;
   double n; /* events in the big stream */
   char load_mid[64];
-  figure consume, parse, store, esr, naive, rec_big, rec_small, rss8, rss_all;
+  figure consume, parse, store, esr, naive, rec_big, rec_small, rss8, rss_all, replay;
+  int cp_done;                            /* the replay from a checkpoint was measured */
+  int64_t cp_to, cp_from, cp_applied;     /* partition 0: target, the checkpoint it started from, events applied */
+  double cp_ms;
   char rec_big_name[64], rec_small_name[64], rss_all_name[64];
 } bench;
 
@@ -556,6 +575,91 @@ static void phase_recovery(bench *b) {
   recovery(&b->env, b->prod, TS, TSD, &b->small, b->hwm_small, dir, b->o.repeats, &b->rec_small);
 }
 
+/* The first integer after `key` in a file, or -1. */
+static int64_t json_number_after(const char *path, const char *key) {
+  char *text = esrt_read_file(path, NULL);
+  const char *at = text ? strstr(text, key) : NULL;
+  int64_t v = at ? strtoll(at + strlen(key), NULL, 10) : -1;
+  free(text);
+  return v;
+}
+
+/* `esr ARGS...` to its end: seconds from spawn to exit; the run fails unless it exits 0. */
+static double run_esr(const bench *b, const char *name, char *const *args) {
+  char *argv[32] = {(char *)b->o.esr_bin};
+  int n = 1;
+  for (char *const *a = args; *a && n < 31; a++) argv[n++] = *a;
+  argv[n] = NULL;
+  esrt_proc p;
+  double t0 = bench_now_s();
+  if (esrt_spawn(&p, g_root, name, argv, 0) != 0) bench_fail("cannot start %s", b->o.esr_bin);
+  if (esrt_wait(&p, 1800000) != 0) bench_fail("esr %s did not end within 30 minutes", args[0]);
+  double dt = bench_now_s() - t0;
+  if (esrt_exit_code(&p) != 0) {
+    fprintf(stderr, "esr-bench: esr %s, last lines of its output:\n", args[0]);
+    esrt_print_tail(stderr, p.err_path, 15, "  esr| ");
+    bench_fail("esr %s exited with code %d", args[0], esrt_exit_code(&p));
+  }
+  return dt;
+}
+
+/* A full replay of the stream (from offset 0, no checkpoint), then a replay of partition 0 to a recent offset that
+ * starts from the worker's checkpoint. */
+static void phase_replay(bench *b) {
+  bench_progress("replay: `esr replay` of every partition from offset 0 (process start to exit, replay.json written)");
+  for (int r = 0; r < b->o.repeats; r++) {
+    char dir[1100];
+    state_dir("replay", r, dir, sizeof dir);
+    char *args[] = {"replay", "--bootstrap", (char *)b->mock.bootstrap, "--handlers", (char *)b->o.handler, "--topic",
+                    (char *)T, "--out", dir, "--no-checkpoints", NULL};
+    double dt = run_esr(b, "replay", args);
+    char manifest[1200];
+    snprintf(manifest, sizeof manifest, "%s/replay.json", dir);
+    if (access(manifest, R_OK) != 0) bench_fail("the replay wrote no %s", manifest);
+    add(&b->replay, b->n / dt);
+    bench_progress("  %d/%d: %.2f s, %.0f events/s (the worker's catch-up: %.0f events/s median)", r + 1, b->o.repeats,
+                   dt, b->n / dt, has_figure(&b->esr) ? median(&b->esr) : 0.0);
+    rm_state(dir);
+  }
+  if (!b->big_state[0]) return;
+  /* The worker's state of the esr figure holds a checkpoint of every partition at its end (checkpoint.on.release).
+   * New events to partition 0, then a replay to the new end with the worker's configuration. */
+  int k = 0, target = 1000;
+  char key[32], value[512];
+  for (int account = 0; account < b->big.accounts && k < target; account++) {
+    int32_t part;
+    size_t len = bench_stream_deposit(&b->big, account, 7, key, value, sizeof value, &part);
+    if (part != 0) {
+      b->big.balance[account] -= 7; /* not produced */
+      continue;
+    }
+    if (esrt_produce(b->prod, T, 0, key, strlen(key), value, len, NULL) != 0) bench_fail("producing to %s [0]", T);
+    k++;
+  }
+  if (esrt_producer_flush(b->prod, 60000) != 0) bench_fail("producing to %s [0]", T);
+  b->hwm[0] += k;
+  char conf[1200], dir[1100], to[32];
+  snprintf(conf, sizeof conf, "%s.conf", b->big_state);
+  state_dir("replay-checkpoint", 0, dir, sizeof dir);
+  snprintf(to, sizeof to, "%" PRId64, b->hwm[0]);
+  bench_progress("replay to a recent offset: partition 0 to offset %s (%d events after the worker's last checkpoint), "
+                 "with the worker's configuration",
+                 to, k);
+  char *args[] = {"replay", "--config", conf, "--partition", "0", "--to", to, "--out", dir, NULL};
+  double dt = run_esr(b, "replay-checkpoint", args);
+  char manifest[1200];
+  snprintf(manifest, sizeof manifest, "%s/replay.json", dir);
+  b->cp_to = b->hwm[0];
+  b->cp_from = json_number_after(manifest, "\"from\":\t");
+  b->cp_applied = json_number_after(manifest, "\"events\":\t");
+  b->cp_ms = dt * 1000;
+  b->cp_done = b->cp_from >= 0 && b->cp_applied >= 0;
+  bench_progress("  started from the checkpoint at offset %" PRId64 ", applied %" PRId64 " events (a replay from offset "
+                 "0 applies %" PRId64 "), %.0f ms",
+                 b->cp_from, b->cp_applied, b->cp_to, b->cp_ms);
+  rm_state(dir);
+}
+
 /* ---------------------------------------------------------------------------------------------------- the table */
 
 static int has(const figure *f) { return f->n > 0; }
@@ -600,8 +704,8 @@ static void print_table(bench *b, long cores, const char *load_start, const char
   printf("\n");
   printf("%-28s %12s %12s %12s  %-9s %9s %9s %9s\n", "figure", "median", "min", "max", "unit", "/consume",
          "/parse", "/store");
-  figure *rows[] = {&b->consume, &b->parse, &b->store, &b->esr, &b->naive, &b->rec_big, &b->rec_small, &b->rss8,
-                    &b->rss_all};
+  figure *rows[] = {&b->consume, &b->parse, &b->store, &b->esr, &b->replay, &b->naive, &b->rec_big, &b->rec_small,
+                    &b->rss8, &b->rss_all};
   for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
     figure *f = rows[i];
     if (!has(f)) continue;
@@ -632,6 +736,12 @@ static void print_table(bench *b, long cores, const char *load_start, const char
   snprintf(v, sizeof v, "%.1f ms / %.1f ms = %.2f", rb, rs, rs > 0 ? rb / rs : 0);
   /* "No slower": the restart's own jitter is allowed, 20 % or 10 ms. */
   target("recovery no slower with the large state (20 % / 10 ms)", recs, v, rb <= rs * 1.2 || rb <= rs + 10);
+  double rp = has(&b->replay) ? median(&b->replay) : 0;
+  snprintf(v, sizeof v, "replay / esr = %.2f", e > 0 ? rp / e : 0);
+  target("full replay >= 0.8 x esr's catch-up (same run)", has(&b->replay) && has(&b->esr), v, rp >= 0.8 * e);
+  snprintf(v, sizeof v, "%" PRId64 " of %" PRId64 " (from %" PRId64 ")", b->cp_applied, b->cp_to, b->cp_from);
+  target("replay from a checkpoint applies only what follows it", b->cp_done, v,
+         b->cp_from > 0 && b->cp_applied == b->cp_to - b->cp_from);
   double r8 = has(&b->rss8) ? median(&b->rss8) : 0;
   snprintf(v, sizeof v, "%.1f MB", r8);
   target("peak RSS <= 150 MB with 8 partitions", has(&b->rss8), v, r8 <= 150);
@@ -732,11 +842,13 @@ int main(int argc, char **argv) {
   b.rec_big = (figure){.name = b.rec_big_name, .unit = MILLIS};
   b.rec_small = (figure){.name = b.rec_small_name, .unit = MILLIS};
   b.rss_all = (figure){.name = b.rss_all_name, .unit = MEGABYTES};
+  b.replay = (figure){.name = "replay (esr replay, from 0)", .unit = RATE};
 
   if (o->only & PH_CONSUME) phase_consume(&b);
   if (o->only & PH_PARSE) phase_parse(&b);
   if (o->only & PH_STORE) phase_store(&b);
   if (o->only & PH_ESR) phase_esr(&b);
+  if (o->only & PH_REPLAY) phase_replay(&b);
   if (o->only & PH_RSS) phase_rss8(&b);
   if (o->only & PH_NAIVE) phase_naive(&b);
   if (o->only & PH_RECOVERY) phase_recovery(&b);

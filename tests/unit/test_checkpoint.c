@@ -18,6 +18,7 @@
 
 #include "checkpoint.h"
 #include "checkpointer.h"
+#include "statedigest.h"
 #include "unit_util.h"
 #include "unit_checkpoint.h"
 
@@ -212,6 +213,46 @@ static void manifest_fields(void **state) {
   assert_memory_equal(back->sha256, m->sha256, 32);
   assert_string_equal(back->created_at, m->created_at);
   esr_manifest_free(back);
+  free(text);
+  esr_manifest_free(m);
+}
+
+/* The manifest records the copy's state digest (statedigest.h), equal to the live database's at that offset; a manifest
+ * written before esr recorded it still loads (without one), and a malformed one is refused. */
+static void manifest_records_the_state_digest(void **state) {
+  fixture *f = *state;
+  cpt_commit(&f->p, 30);
+  uint8_t live[32];
+  esr_error err = {0};
+  assert_int_equal(esr_state_digest(esr_store_db(f->p.s), live, &err), ESR_E_OK);
+  esr_manifest *m = write_ok(f, NULL);
+  assert_int_equal(m->has_state_digest, 1);
+  assert_memory_equal(m->state_digest, live, 32);
+  char *text = tu_read_file(manifest_path(f, 30), NULL);
+  assert_non_null(text);
+  char hex[65];
+  esr_digest_hex(live, hex);
+  assert_contains(text, hex);
+  esr_manifest *back = NULL;
+  assert_int_equal(esr_manifest_parse(text, strlen(text), &back, &err), ESR_E_OK);
+  assert_int_equal(back->has_state_digest, 1);
+  assert_memory_equal(back->state_digest, live, 32);
+  esr_manifest_free(back);
+  /* An older manifest: the same without "state_digest". */
+  cJSON *j = cJSON_Parse(text);
+  cJSON_DeleteItemFromObject(j, "state_digest");
+  char *old = cJSON_Print(j);
+  assert_int_equal(esr_manifest_parse(old, strlen(old), &back, &err), ESR_E_OK);
+  assert_int_equal(back->has_state_digest, 0);
+  assert_int_equal(back->next_offset, 30);
+  esr_manifest_free(back);
+  cJSON_free(old);
+  cJSON_AddStringToObject(j, "state_digest", "12ab");
+  char *broken = cJSON_Print(j);
+  assert_int_equal(esr_manifest_parse(broken, strlen(broken), &back, &err), ESR_E_CORRUPT);
+  assert_contains(err.msg, "state_digest");
+  cJSON_free(broken);
+  cJSON_Delete(j);
   free(text);
   esr_manifest_free(m);
 }
@@ -669,6 +710,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(write_while_writer_commits, setup, teardown),
       cmocka_unit_test_setup_teardown(write_from_another_thread, setup, teardown),
       cmocka_unit_test_setup_teardown(manifest_fields, setup, teardown),
+      cmocka_unit_test_setup_teardown(manifest_records_the_state_digest, setup, teardown),
       cmocka_unit_test(manifest_parse_refuses),
       cmocka_unit_test_setup_teardown(write_refuses_empty_and_foreign, setup, teardown),
       cmocka_unit_test_setup_teardown(write_cancelled_leaves_nothing, setup, teardown),

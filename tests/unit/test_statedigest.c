@@ -235,8 +235,8 @@ static void the_summary_reads_position_and_digest_of_a_file(void **state) {
   assert_memory_equal(d, sum.state_digest, 32);
   /* Not a database: ESR_E_CORRUPT, nothing created. */
   snprintf(path, sizeof path, "%s/junk.db", f->dir);
-  assert_int_equal(0, tu_write_file(path, "this is not sqlite, not at all, no......................................"
-                                          "..........................................", 120));
+  static const char junk[] = "this is not an SQLite database, not at all: a file of text long enough for a header......";
+  assert_int_equal(0, tu_write_file(path, junk, sizeof junk - 1));
   assert_int_equal(ESR_E_CORRUPT, esr_state_summarize_file(path, &sum, &err));
   /* Missing: ESR_E_IO, and no file appears. */
   snprintf(path, sizeof path, "%s/none.db", f->dir);

@@ -21,6 +21,7 @@
 #include "cp_internal.h"
 #include "digest.h"
 #include "esr/json.h"
+#include "statedigest.h"
 #include "store.h"
 
 #define PATH_CAP 4096
@@ -110,7 +111,7 @@ static esr_code make_dirs(const char *path, esr_error *err) {
     if (*p != '/' && *p != '\0') continue;
     char c = *p;
     *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return esr__cp_io_error(err, "cannot create directory", buf);
+    if (mkdir(buf, 0750) != 0 && errno != EEXIST) return esr__cp_io_error(err, "cannot create directory", buf);
     *p = c;
     if (!c) break;
   }
@@ -148,7 +149,7 @@ static esr_code unlink_if_present(const char *path, esr_error *err) {
 static esr_code lock_dir(const char *dir, int *fd_out, esr_error *err) {
   char path[PATH_CAP];
   snprintf(path, sizeof path, "%s/.lock", dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0) return esr__cp_io_error(err, "cannot open lock file", path);
   while (flock(fd, LOCK_EX) != 0) {
     if (errno == EINTR) continue;
@@ -234,7 +235,7 @@ esr_code esr_file_sha256(const char *path, uint8_t sha256[32], int64_t *size, es
 static esr_code sync_file(const char *path, esr_error *err) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return esr__cp_io_error(err, "cannot open", path);
-  esr_code rc = fchmod(fd, 0644) != 0 || fsync(fd) != 0 ? esr__cp_io_error(err, "cannot fsync", path) : ESR_E_OK;
+  esr_code rc = fchmod(fd, 0640) != 0 || fsync(fd) != 0 ? esr__cp_io_error(err, "cannot fsync", path) : ESR_E_OK;
   close(fd);
   return rc;
 }
@@ -302,7 +303,7 @@ static esr_code write_file_atomic(const char *path, const char *data, size_t len
     }
     done += (size_t)n;
   }
-  if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
+  if (fchmod(fd, 0640) != 0 || fsync(fd) != 0) {
     rc = esr__cp_io_error(err, "cannot fsync", tmp);
     goto fail;
   }
@@ -364,9 +365,10 @@ esr_code esr__manifest_list_push(esr_manifest_list *l, esr_manifest *m, size_t *
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 char *esr_manifest_json(const esr_manifest *m, esr_error *err) {
-  char digest[65], sha[65];
+  char digest[65], sha[65], state[65];
   esr_digest_hex(m->log_digest, digest);
   esr_digest_hex(m->sha256, sha);
+  esr_digest_hex(m->state_digest, state);
   char *text = NULL;
   cJSON *root = cJSON_CreateObject(), *handlers = NULL;
   if (!root) goto fail;
@@ -378,6 +380,7 @@ char *esr_manifest_json(const esr_manifest *m, esr_error *err) {
       !cJSON_AddNumberToObject(root, "applied", (double)m->applied) ||
       !cJSON_AddNumberToObject(root, "dead", (double)m->dead) ||
       !cJSON_AddNumberToObject(root, "size", (double)m->size) || !cJSON_AddStringToObject(root, "sha256", sha) ||
+      (m->has_state_digest && !cJSON_AddStringToObject(root, "state_digest", state)) ||
       !cJSON_AddStringToObject(root, "esr_version", m->esr_version ? m->esr_version : "") ||
       !cJSON_AddStringToObject(root, "created_at", m->created_at ? m->created_at : "") ||
       !(handlers = cJSON_AddArrayToObject(root, "handlers")))
@@ -469,6 +472,15 @@ esr_code esr_manifest_parse(const char *json, size_t len, esr_manifest **out, es
   if (hex_decode(esr_json_string(root, "sha256"), m->sha256, 32) != 0) {
     bad = "bad sha256";
     goto fail;
+  }
+  /* Written since esr recorded state digests; older manifests have none and still load. */
+  const cJSON *state = cJSON_GetObjectItemCaseSensitive(root, "state_digest");
+  if (state) {
+    if (hex_decode(cJSON_IsString(state) ? state->valuestring : NULL, m->state_digest, 32) != 0) {
+      bad = "bad state_digest";
+      goto fail;
+    }
+    m->has_state_digest = 1;
   }
   const char *version = esr_json_string(root, "esr_version"), *created = esr_json_string(root, "created_at");
   if (!version || !created) {
@@ -693,13 +705,14 @@ done:
   return rc;
 }
 
-/* Reads the copy's position and handlers, and makes it a self-contained rollback-journal database. */
+/* Reads the copy's position, handlers and state digest, and makes it a self-contained rollback-journal database. */
 static esr_code describe_copy(const char *tmp, esr_manifest *m, esr_error *err) {
   sqlite3 *db = NULL;
   esr_code rc = open_copy(tmp, SQLITE_OPEN_READWRITE, &db, err);
   if (rc == ESR_E_OK && sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL) != SQLITE_OK)
     rc = sqlite_fail(db, err, "journal_mode of", tmp);
   if (rc == ESR_E_OK) rc = read_copy(db, tmp, m, 1, err);
+  if (rc == ESR_E_OK && (rc = esr_state_digest(db, m->state_digest, err)) == ESR_E_OK) m->has_state_digest = 1;
   sqlite3_close(db);
   return rc;
 }
@@ -1095,7 +1108,7 @@ esr_code esr_checkpoint_restore(const char *cp_dir, const esr_manifest *m, const
     rc = esr_error_set(err, ESR_E_CORRUPT, 0, "%s: its SHA-256 differs from the manifest's", src);
     goto fail;
   }
-  if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
+  if (fchmod(fd, 0640) != 0 || fsync(fd) != 0) {
     rc = esr__cp_io_error(err, "cannot fsync", tmp);
     goto fail;
   }

@@ -40,6 +40,8 @@ typedef struct esr_manifest {
   int64_t dead;
   int64_t size;       /* bytes of the data file */
   uint8_t sha256[32]; /* of the data file */
+  int has_state_digest;     /* 0 in manifests written before esr recorded it (they still load) */
+  uint8_t state_digest[32]; /* the copy's state digest (statedigest.h) */
   char *esr_version;  /* ESR_VERSION of the writer */
   char *created_at;   /* UTC, RFC 3339 */
   esr_cp_handler *handlers;
@@ -75,7 +77,7 @@ typedef struct esr_checkpoint_opts {
   void *progress_arg;
 } esr_checkpoint_opts;
 
-/* Takes a checkpoint of the partition database at `db_path` (a WAL database, normally open by its writer) into
+/* Takes a checkpoint (with the copy's state digest in its manifest) of the partition database at `db_path` (a WAL database, normally open by its writer) into
  * `cp_dir` (created when missing). The copy must hold the position of topic/partition (ESR_E_CORRUPT otherwise) and
  * have one at all: a database that never committed a batch is ESR_E_STATE. When a complete checkpoint at the same
  * next_offset exists already with the size its manifest gives, it is kept and its manifest returned (nothing changed

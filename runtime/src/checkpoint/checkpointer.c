@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "cplister.h"
 #include "log.h"
+#include "metrics.h"
 #include "recovery.h"
 #include "store.h"
 
@@ -117,15 +118,19 @@ static void upload(esr_checkpointer *c, const esr_manifest *m, int64_t written_m
   esr_code rc = esr_cpstore_upload(c->store, c->cp_dir, m, &e);
   if (c->lister) esr_cplister_report(c->lister, rc);
   if (rc != ESR_E_OK) {
+    if (rc != ESR_E_STATE) esr_metrics_checkpoint_failed(ESR_CPFAIL_UPLOAD);
     if (rc != ESR_E_STATE || !atomic_load(&c->cancel))
       esr_log(rc == ESR_E_STATE ? ESR_LOG_DEBUG : ESR_LOG_WARN, "checkpoint",
               "%s[%d]: upload of checkpoint %" PRId64 " to %s %s: %s", m->topic, (int)m->partition, m->next_offset,
               esr_cpstore_url(c->store), rc == ESR_E_STATE ? "put off" : "failed", e.msg);
   } else {
     uploaded = esr_now_ms() - t1;
-    if (esr_cpstore_prune(c->store, m->topic, m->partition, c->opts.keep, &e) != ESR_E_OK)
+    esr_metrics_checkpoint_uploaded(m->topic, m->partition, m->next_offset);
+    if (esr_cpstore_prune(c->store, m->topic, m->partition, c->opts.keep, &e) != ESR_E_OK) {
+      esr_metrics_checkpoint_failed(ESR_CPFAIL_PRUNE);
       esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: pruning remote checkpoints: %s", m->topic, (int)m->partition,
               e.msg);
+    }
   }
   if (written_ms < 0) {
     if (uploaded >= 0)
@@ -167,15 +172,20 @@ static void run(esr_checkpointer *c, job *j) {
   int64_t t0 = esr_now_ms();
   j->rc = esr_checkpoint_write(db, c->cp_dir, j->topic, j->partition, &o, &m, &j->err);
   if (j->rc != ESR_E_OK) {
-    if (j->rc != ESR_E_STATE || !atomic_load(&c->cancel))
+    if (j->rc != ESR_E_STATE || !atomic_load(&c->cancel)) {
+      esr_metrics_checkpoint_failed(ESR_CPFAIL_WRITE);
       esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: checkpoint failed: %s", j->topic, (int)j->partition, j->err.msg);
+    }
     return;
   }
   int64_t written = esr_now_ms() - t0;
+  esr_metrics_checkpoint_written(j->topic, j->partition, m->next_offset, t0);
   j->next_offset = m->next_offset;
   esr_error e;
-  if (esr_checkpoint_prune(c->cp_dir, j->topic, j->partition, c->opts.keep, &e) != ESR_E_OK)
+  if (esr_checkpoint_prune(c->cp_dir, j->topic, j->partition, c->opts.keep, &e) != ESR_E_OK) {
+    esr_metrics_checkpoint_failed(ESR_CPFAIL_PRUNE);
     esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: pruning local checkpoints: %s", j->topic, (int)j->partition, e.msg);
+  }
   if (!c->store || store_down(c)) {
     esr_log(ESR_LOG_INFO, "checkpoint", "%s[%d]: checkpoint at offset %" PRId64 " (%.1f MB) written in %" PRId64 " ms%s",
             m->topic, (int)m->partition, m->next_offset, (double)m->size / 1e6, written,
@@ -254,9 +264,9 @@ static void *thread_main(void *arg) {
  * its worker). Then it keeps a shared lock, so that a worker starting later on the same directory does not sweep. */
 static void sweep_temporaries(esr_checkpointer *c) {
   char path[4200];
-  if (mkdir(c->cp_dir, 0755) != 0 && errno != EEXIST) return; /* the first checkpoint will say why */
+  if (mkdir(c->cp_dir, 0750) != 0 && errno != EEXIST) return; /* the first checkpoint will say why */
   snprintf(path, sizeof path, "%s/.esr-users.lock", c->cp_dir);
-  c->users_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  c->users_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (c->users_fd < 0) return;
   if (flock(c->users_fd, LOCK_EX | LOCK_NB) == 0) {
     int n = 0;
