@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "clock.h"
 #include "log.h"
@@ -233,7 +234,13 @@ void esr__slot_close(applier *a, slot *s) {
   esr__slot_commit(a, s);
   esr_partition_rollback(s->p); /* a batch that could not commit is redone by the next owner */
   int64_t next = esr_partition_committed(s->p)->next_offset;
-  if (a->w->cfg->checkpoint_on_release && !s->verify && !s->corrupt && next > s->cp_offset && next > 0) {
+  /* Whether a checkpoint holds this state is judged from the files, not from the last request: a request can be
+   * coalesced into a job that copied an older state, or still be queued when the worker stops. */
+  char done[4600];
+  struct stat st;
+  snprintf(done, sizeof done, "%s/%s-%d/%020" PRId64 ".json", a->w->cp_dir, esr__slot_topic(a, s), (int)s->partition,
+           next);
+  if (a->w->cfg->checkpoint_on_release && !s->verify && !s->corrupt && next > 0 && stat(done, &st) != 0) {
     /* The next owner climbs the recovery ladder: leave it the newest state, so it replays (almost) nothing. */
     int64_t at = -1;
     if (esr_checkpointer_now(a->w->checkpointer, esr__slot_topic(a, s), s->partition, RELEASE_CHECKPOINT_MS, &at, &err) !=
