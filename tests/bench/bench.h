@@ -76,6 +76,7 @@ typedef struct bench_env {
   const char *bootstrap;
   const char *root; /* logs, configs and state directories */
   const char *sets; /* configuration lines for every worker (--set) */
+  const char *preload; /* LD_PRELOAD for the workers, or NULL */
 } bench_env;
 
 /* Read-only polling of the partition databases of one state directory. */

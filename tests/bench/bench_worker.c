@@ -90,8 +90,11 @@ void bench_worker_start(bench_worker *w, const bench_env *env, const char *topic
                       extra ? extra : "") != 0)
     bench_fail("cannot write %s", conf);
   char *argv[] = {(char *)env->esr_bin, "run", "--config", conf, NULL};
+  if (env->preload) setenv("LD_PRELOAD", env->preload, 1); /* the worker's alone: read at its exec */
   w->started = bench_now_s();
-  if (esrt_spawn(&w->proc, env->root, base_name(dir), argv, 0) != 0) bench_fail("cannot start %s", env->esr_bin);
+  int rc = esrt_spawn(&w->proc, env->root, base_name(dir), argv, 0);
+  if (env->preload) unsetenv("LD_PRELOAD");
+  if (rc != 0) bench_fail("cannot start %s", env->esr_bin);
 }
 
 void bench_worker_fail(bench_worker *w, const char *fmt, ...) {

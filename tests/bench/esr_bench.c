@@ -32,6 +32,13 @@
 #ifndef ESR_BUILD_DIR
 #define ESR_BUILD_DIR "."
 #endif
+#ifndef ESR_ALLOCATOR_NAME
+#define ESR_ALLOCATOR_NAME "glibc"
+#endif
+#ifndef ESR_GLIBC_BIN
+#define ESR_GLIBC_BIN NULL
+#endif
+static const char *g_glibc_bin = ESR_GLIBC_BIN;
 #ifndef ESR_PEER_SCRIPT
 #define ESR_PEER_SCRIPT "tests/bench/peer_worker.py"
 #endif
@@ -166,10 +173,11 @@ enum {
   PH_NAIVE = 32,
   PH_RECOVERY = 64,
   PH_REPLAY = 128,
-  PH_PEER = 256
+  PH_PEER = 256,
+  PH_ALLOC = 512
 };
 static const char *const PHASES[] = {"consume", "parse", "store", "esr",  "rss", "naive",
-                                     "recovery", "replay", "peer", NULL};
+                                     "recovery", "replay", "peer", "alloc", NULL};
 enum { ST_BULK = 1, ST_SETS = 2 }; /* the streams: produced in bulk, and in small message sets */
 
 typedef struct options {
@@ -185,6 +193,7 @@ typedef struct options {
   int streams;        /* ST_* */
   int set_messages;   /* batch.num.messages of the small-sets stream's producer */
   const char *python, *peer;
+  const char *esr_glibc; /* the same command without a replacement malloc, or NULL */
   int brokers;
   double bad_share;
   uint64_t seed;
@@ -208,6 +217,9 @@ static void usage(FILE *out) {
           "                  batch.max.events per transaction, one thread, events pre-parsed\n"
           "  esr             `esr run` (static, every partition) from process start until every partition's stored\n"
           "                  next_offset is the high watermark\n"
+          "  alloc           esr's catch-up of the bulk stream with another malloc than the one linked in (" ESR_ALLOCATOR_NAME "):\n"
+          "                  glibc's, tuned (--esr-glibc), and each of mimalloc, jemalloc found, by LD_PRELOAD; each\n"
+          "                  run right after one of the esr figure's\n"
           "  peer            the worker a team would write by hand: tests/bench/peer_worker.py (Python, Debian's\n"
           "                  python3-confluent-kafka and sqlite3; the ledger's rules, a database per partition, state\n"
           "                  and offset in one transaction per batch), process start to exit\n"
@@ -237,19 +249,21 @@ static void usage(FILE *out) {
           "  --set-messages N    the small-sets stream's message sets: at most N events (default 5)\n"
           "  --python PATH       the peer's interpreter (default /usr/bin/python3, with python3-confluent-kafka)\n"
           "  --peer PATH         the peer worker (default %s)\n"
+          "  --esr-glibc PATH    esr without its replacement malloc, for the alloc rows (default %s)\n"
           "  --brokers N         mock cluster brokers (default 3)\n"
           "  --bad-share F       share of bad events (default 0.01)\n"
           "  --seed N            stream seed (default 6)\n"
           "  --esr PATH          the esr binary (default %s)\n"
           "  --handler PATH      the ledger plugin (default %s/handlers/ledger.so)\n"
           "  --only LIST         measure only these figures (comma-separated): consume, parse, store, esr, peer,\n"
-          "                      rss, naive, recovery, replay (default: all; replay brings esr with it)\n"
+          "                      alloc, rss, naive, recovery, replay (default: all; replay and alloc bring esr)\n"
           "  --set KEY=VALUE     a worker configuration key for every worker of the run (repeatable), e.g.\n"
           "                      --set apply.threads=1; batch.max.events and sqlite.cache.mb also apply to the store\n"
           "                      limit. The naive worker's batch.max.events and offsets.commit.sync are its own.\n"
           "  --keep              keep the temporary directory (logs, databases)\n"
           "Temporary files go to $TMPDIR (default /tmp): keep it on a real disk, as SQLite's figures depend on it.\n",
-          MAX_REPEATS, ESR_PEER_SCRIPT, ESR_BIN, ESR_BUILD_DIR);
+          MAX_REPEATS, ESR_PEER_SCRIPT, g_glibc_bin ? g_glibc_bin : "none: esr uses glibc's", ESR_BIN,
+          ESR_BUILD_DIR);
 }
 
 static long num_arg(const char *name, const char *v, long lo, long hi) {
@@ -266,9 +280,9 @@ static void parse_options(int argc, char **argv, options *o) {
   static char handler[1024];
   snprintf(handler, sizeof handler, "%s/handlers/ledger.so", ESR_BUILD_DIR);
   *o = (options){.events = 2000000, .repeats = 3, .naive_seconds = 10, .small_accounts = 1000, .brokers = 3,
-                 .bad_share = 0.01, .seed = 6, .esr_bin = ESR_BIN, .handler = handler, .only = 511,
+                 .bad_share = 0.01, .seed = 6, .esr_bin = ESR_BIN, .handler = handler, .only = 1023,
                  .large_accounts = 10000000, .streams = ST_BULK | ST_SETS, .set_messages = 5,
-                 .python = "/usr/bin/python3", .peer = ESR_PEER_SCRIPT};
+                 .python = "/usr/bin/python3", .peer = ESR_PEER_SCRIPT, .esr_glibc = g_glibc_bin};
   static const struct option opts[] = {
       {"events", required_argument, NULL, 'e'},         {"accounts", required_argument, NULL, 'a'},
       {"partitions", required_argument, NULL, 'p'},     {"repeats", required_argument, NULL, 'r'},
@@ -279,7 +293,8 @@ static void parse_options(int argc, char **argv, options *o) {
       {"only", required_argument, NULL, 'o'},           {"set", required_argument, NULL, 'C'},
       {"large-accounts", required_argument, NULL, 'L'}, {"streams", required_argument, NULL, 'T'},
       {"set-messages", required_argument, NULL, 'M'},   {"python", required_argument, NULL, 'P'},
-      {"peer", required_argument, NULL, 'W'},           {"help", no_argument, NULL, 'h'},
+      {"peer", required_argument, NULL, 'W'},           {"esr-glibc", required_argument, NULL, 'G'},
+      {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -306,6 +321,7 @@ static void parse_options(int argc, char **argv, options *o) {
     case 'M': o->set_messages = (int)num_arg("set-messages", optarg, 1, 10000); break;
     case 'P': o->python = optarg; break;
     case 'W': o->peer = optarg; break;
+    case 'G': o->esr_glibc = optarg; break;
     case 'T': {
       o->streams = 0;
       char *list = strdup(optarg), *save = NULL;
@@ -347,7 +363,7 @@ static void parse_options(int argc, char **argv, options *o) {
         while (PHASES[i] && strcmp(PHASES[i], t) != 0) i++;
         if (!PHASES[i]) {
           fprintf(stderr, "esr-bench: --only: unknown figure '%s' (%s)\n", t,
-                  "consume, parse, store, esr, peer, rss, naive, recovery, replay");
+                  "consume, parse, store, esr, peer, alloc, rss, naive, recovery, replay");
           exit(2);
         }
         o->only |= 1 << i;
@@ -362,6 +378,10 @@ static void parse_options(int argc, char **argv, options *o) {
   if (optind < argc) {
     fprintf(stderr, "esr-bench: unexpected argument '%s'\n", argv[optind]);
     exit(2);
+  }
+  if (o->only & PH_ALLOC) { /* each allocator's run follows one of the linked one's, on the bulk stream */
+    o->only |= PH_ESR;
+    o->streams |= ST_BULK;
   }
   if (o->only & PH_REPLAY) { /* the replay is measured against the bulk stream's catch-up of the same run */
     o->only |= PH_ESR;
@@ -494,8 +514,10 @@ static int has_figure(const figure *f) { return f->n > 0; }
 typedef struct bstream {
   const char *label; /* "bulk", "sets" */
   const char *topic;
+  bench_stream *s;
+  double n; /* its events */
   int64_t *hwm;
-  figure consume, esr, peer;
+  figure consume, parse, store, esr, peer;
   char threads[600]; /* the last esr run's CPU by thread */
   int64_t esr_applied, peer_applied, peer_events;
 } bstream;
@@ -505,7 +527,7 @@ typedef struct bench {
   bench_env env;
   esrt_mock mock;
   esrt_producer *prod;
-  bench_stream big, small;
+  bench_stream big, small, sets;
   int64_t *hwm_small;
   bstream st[2]; /* bulk, sets */
   char parts_all[32];
@@ -513,13 +535,18 @@ typedef struct bench {
   int batch_events, batch_ms, cache_mb, apply_threads;
   double n; /* events in the big stream */
   char load_mid[64];
-  figure parse, store, naive, rec_big, rec_small, rss8, rss_all, replay;
+  figure naive, rec_big, rec_small, rss8, rss_all, replay;
   int cp_done;                            /* the replay from a checkpoint was measured */
   int64_t cp_to, cp_from, cp_applied;     /* partition 0: target, the checkpoint it started from, events applied */
   double cp_ms;
   double large_mb; /* the large recovery state's databases, MB */
   char rec_big_name[64], rec_small_name[64], rss_all_name[64];
   char consume_name[2][48], esr_name[2][48], peer_name[2][48];
+  /* the alloc rows: esr with another malloc */
+  figure alloc[3];
+  char alloc_name[3][64];
+  const char *alloc_bin[3], *alloc_preload[3];
+  int n_alloc;
 } bench;
 
 static const char *T = "bench", *TD = "bench.dlq", *TS = "bench-small", *TSD = "bench-small.dlq",
@@ -532,31 +559,31 @@ static void phase_consume(bench *b, bstream *st) {
                  b->o.partitions);
   for (int r = 0; r < b->o.repeats; r++) {
     double cpu;
-    double dt = bench_consume_limit(b->mock.bootstrap, st->topic, &b->big, r, &cpu);
-    add(&st->consume, b->n / dt);
-    add_cpu(&st->consume, cpu, b->n);
-    bench_progress("  %d/%d: %.2f s, %.0f events/s, CPU %.2f us/event", r + 1, b->o.repeats, dt, b->n / dt,
-                   cpu * 1e6 / b->n);
+    double dt = bench_consume_limit(b->mock.bootstrap, st->topic, st->s, r, &cpu);
+    add(&st->consume, st->n / dt);
+    add_cpu(&st->consume, cpu, st->n);
+    bench_progress("  %d/%d: %.2f s, %.0f events/s, CPU %.2f us/event", r + 1, b->o.repeats, dt, st->n / dt,
+                   cpu * 1e6 / st->n);
   }
 }
 
-static void phase_parse(bench *b) {
-  bench_progress("parse limit: esr_envelope_parse of the values in memory");
+static void phase_parse(bench *b, bstream *st) {
+  bench_progress("parse limit (%s): esr_envelope_parse of the values in memory", st->label);
   for (int r = 0; r < b->o.repeats; r++) {
     size_t ok = 0;
     double cpu;
-    double dt = bench_parse_limit(&b->big, &ok, &cpu);
-    add(&b->parse, b->n / dt);
-    add_cpu(&b->parse, cpu, b->n);
+    double dt = bench_parse_limit(st->s, &ok, &cpu);
+    add(&st->parse, st->n / dt);
+    add_cpu(&st->parse, cpu, st->n);
     bench_progress("  %d/%d: %.2f s, %.0f events/s, CPU %.2f us/event (%zu envelopes valid)", r + 1, b->o.repeats, dt,
-                   b->n / dt, cpu * 1e6 / b->n, ok);
+                   st->n / dt, cpu * 1e6 / st->n, ok);
   }
 }
 
-static void phase_store(bench *b) {
-  bench_progress("store limit: the ledger's SQL, %d databases, %d events per transaction, one thread",
+static void phase_store(bench *b, bstream *st) {
+  bench_progress("store limit (%s): the ledger's SQL, %d databases, %d events per transaction, one thread", st->label,
                  b->o.partitions, b->batch_events);
-  bench_store_input *in = bench_store_prepare(&b->big);
+  bench_store_input *in = bench_store_prepare(st->s);
   for (int r = 0; r < b->o.repeats; r++) {
     char dir[1100];
     state_dir("store", r, dir, sizeof dir);
@@ -564,10 +591,10 @@ static void phase_store(bench *b) {
     size_t statements;
     double cpu;
     double dt = bench_store_limit(in, dir, b->batch_events, b->cache_mb, &statements, &cpu);
-    add(&b->store, b->n / dt);
-    add_cpu(&b->store, cpu, b->n);
+    add(&st->store, st->n / dt);
+    add_cpu(&st->store, cpu, st->n);
     bench_progress("  %d/%d: %.2f s, %.0f events/s, CPU %.2f us/event (%zu statements)", r + 1, b->o.repeats, dt,
-                   b->n / dt, cpu * 1e6 / b->n, statements);
+                   st->n / dt, cpu * 1e6 / st->n, statements);
     rm_state(dir);
   }
   bench_store_input_free(in);
@@ -575,19 +602,58 @@ static void phase_store(bench *b) {
 
 /* One catch-up of a stream from offset 0 by a worker owning every partition: seconds from process start; the
  * worker's CPU seconds at that moment, its CPU by thread and the events it applied (not dead-lettered). */
-static double catch_up(bench *b, const char *topic, const int64_t *hwm, const char *dir, long *vmhwm_kib,
-                       double *cpu_s, char *threads, size_t threads_cap, int64_t *applied) {
+static double catch_up(bench *b, const char *topic, const int64_t *hwm, double events, const char *dir,
+                       long *vmhwm_kib, double *cpu_s, char *threads, size_t threads_cap, int64_t *applied) {
   bench_worker w;
   bench_poller *pl = bench_poller_new(dir, topic, b->o.partitions);
   bench_worker_start(&w, &b->env, topic, TD, dir, b->parts_all, NULL);
   double done = bench_wait_caught_up(&w, pl, hwm, 0, b->o.partitions, 2, 900);
   *cpu_s = bench_proc_cpu_s((int)w.proc.pid);
-  if (threads) bench_proc_threads((int)w.proc.pid, b->n, threads, threads_cap);
+  if (threads) bench_proc_threads((int)w.proc.pid, events, threads, threads_cap);
   *vmhwm_kib = bench_worker_vmhwm_kib(&w);
   bench_poller_free(pl); /* first, so that the worker's clean shutdown is its own (the last connection checkpoints) */
   bench_worker_stop(&w);
   if (applied) *applied = bench_state_applied(dir, topic, b->o.partitions);
   return done - w.started;
+}
+
+/* A shared library in the usual directories (for LD_PRELOAD by its bare name), or NULL. */
+static const char *find_library(const char *name) {
+  static const char *const dirs[] = {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                                     "/usr/lib", "/usr/local/lib", NULL};
+  for (int i = 0; dirs[i]; i++) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dirs[i], name);
+    if (access(path, R_OK) == 0) return name;
+  }
+  return NULL;
+}
+
+/* The alloc rows: glibc's malloc (tuned by esr, alloc.c) unless it is the linked one, and every replacement found
+ * that is not the linked one, preloaded. */
+static void alloc_variants(bench *b) {
+  const char *bin = b->o.esr_glibc && access(b->o.esr_glibc, X_OK) == 0 ? b->o.esr_glibc : NULL;
+  if (strcmp(ESR_ALLOCATOR_NAME, "glibc") != 0) {
+    if (!bin) bench_fail("no %s (--esr-glibc): the alloc rows need esr without its replacement malloc",
+                         b->o.esr_glibc ? b->o.esr_glibc : "esr-glibc");
+  } else {
+    bin = b->o.esr_bin; /* esr is glibc's already */
+  }
+  if (bin != b->o.esr_bin) {
+    b->alloc_bin[b->n_alloc] = bin;
+    b->alloc_preload[b->n_alloc] = NULL;
+    snprintf(b->alloc_name[b->n_alloc], sizeof b->alloc_name[0], "esr, malloc: glibc, tuned");
+    b->n_alloc++;
+  }
+  static const char *const libs[][2] = {{"mimalloc", "libmimalloc.so.2"}, {"jemalloc", "libjemalloc.so.2"}};
+  for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+    if (strcmp(libs[i][0], ESR_ALLOCATOR_NAME) == 0 || !find_library(libs[i][1])) continue;
+    b->alloc_bin[b->n_alloc] = bin;
+    b->alloc_preload[b->n_alloc] = libs[i][1];
+    snprintf(b->alloc_name[b->n_alloc], sizeof b->alloc_name[0], "esr, malloc: %s, preloaded", libs[i][0]);
+    b->n_alloc++;
+  }
+  for (int k = 0; k < b->n_alloc; k++) b->alloc[k] = (figure){.name = b->alloc_name[k], .unit = RATE};
 }
 
 static void phase_esr(bench *b, bstream *st) {
@@ -601,13 +667,30 @@ static void phase_esr(bench *b, bstream *st) {
     state_dir(label, r, dir, sizeof dir);
     long kib;
     double cpu;
-    double dt = catch_up(b, st->topic, st->hwm, dir, &kib, &cpu, st->threads, sizeof st->threads, &st->esr_applied);
-    add(&st->esr, b->n / dt);
-    add_cpu(&st->esr, cpu, b->n);
+    double dt = catch_up(b, st->topic, st->hwm, st->n, dir, &kib, &cpu, st->threads, sizeof st->threads,
+                         &st->esr_applied);
+    add(&st->esr, st->n / dt);
+    add_cpu(&st->esr, cpu, st->n);
     if (bulk) add(&b->rss_all, (double)kib * 1024 / 1e6);
     bench_progress("  %d/%d: %.2f s, %.0f events/s, CPU %.2f us/event, peak RSS %.1f MB", r + 1, b->o.repeats, dt,
-                   b->n / dt, cpu * 1e6 / b->n, (double)kib * 1024 / 1e6);
+                   st->n / dt, cpu * 1e6 / st->n, (double)kib * 1024 / 1e6);
     bench_progress("    CPU by thread, us/event: %s", st->threads);
+    for (int k = 0; bulk && (b->o.only & PH_ALLOC) && k < b->n_alloc; k++) {
+      char adir[1100], alabel[32], threads[600];
+      snprintf(alabel, sizeof alabel, "esr-alloc%d", k);
+      state_dir(alabel, r, adir, sizeof adir);
+      bench_env saved = b->env;
+      b->env.esr_bin = b->alloc_bin[k];
+      b->env.preload = b->alloc_preload[k];
+      double adt = catch_up(b, st->topic, st->hwm, st->n, adir, &kib, &cpu, threads, sizeof threads, NULL);
+      b->env = saved;
+      add(&b->alloc[k], st->n / adt);
+      add_cpu(&b->alloc[k], cpu, st->n);
+      bench_progress("  %s %d/%d: %.2f s, %.0f events/s, CPU %.2f us/event, peak RSS %.1f MB (by thread: %s)",
+                     b->alloc_name[k], r + 1, b->o.repeats, adt, st->n / adt, cpu * 1e6 / st->n,
+                     (double)kib * 1024 / 1e6, threads);
+      rm_state(adir);
+    }
     if (!bulk) {
       rm_state(dir);
       continue;
@@ -650,14 +733,14 @@ static void phase_peer(bench *b, bstream *st) {
     char *out = esrt_read_file(p.out_path, NULL);
     double events = json_field(out, "events"), applied = json_field(out, "applied"), cpu = json_field(out, "cpu_s");
     free(out);
-    if (events != b->n || cpu < 0)
-      bench_fail("the peer worker consumed %.0f events of %.0f (its output: %s)", events, b->n, p.out_path);
-    add(&st->peer, b->n / dt);
-    add_cpu(&st->peer, cpu, b->n);
+    if (events != st->n || cpu < 0)
+      bench_fail("the peer worker consumed %.0f events of %.0f (its output: %s)", events, st->n, p.out_path);
+    add(&st->peer, st->n / dt);
+    add_cpu(&st->peer, cpu, st->n);
     st->peer_applied = (int64_t)applied;
     st->peer_events = (int64_t)events;
     bench_progress("  %d/%d: %.2f s, %.0f events/s, CPU %.2f us/event (%.0f applied, %.0f refused)", r + 1,
-                   b->o.repeats, dt, b->n / dt, cpu * 1e6 / b->n, applied, events - applied);
+                   b->o.repeats, dt, st->n / dt, cpu * 1e6 / st->n, applied, events - applied);
     rm_state(dir);
   }
 }
@@ -725,7 +808,7 @@ static void phase_recovery(bench *b) {
     bench_progress("recovery: catching up the stream first (not measured) for the large state");
     long kib;
     double cpu;
-    catch_up(b, T, b->st[0].hwm, b->big_state, &kib, &cpu, NULL, 0, NULL);
+    catch_up(b, T, b->st[0].hwm, b->n, b->big_state, &kib, &cpu, NULL, 0, NULL);
   }
   int extra = b->o.large_accounts - b->big.accounts;
   if (extra > 0) {
@@ -853,7 +936,7 @@ static void target(const char *what, int measured, const char *value, int pass) 
   printf("  %-58s %-36s %s\n", what, measured ? value : "not measured", measured ? (pass ? "PASS" : "MISS") : "-");
 }
 
-static void row(const figure *f, const figure *consume, const bench *b) {
+static void row(const figure *f, const bstream *st) {
   if (!has(f)) return;
   char x[32], y[32], z[32], cpu[48] = "";
   printf("%-30s %11s %11s %11s  %-8s", f->name, value_text(f, median(f), x, sizeof x),
@@ -862,17 +945,17 @@ static void row(const figure *f, const figure *consume, const bench *b) {
     snprintf(cpu, sizeof cpu, "%.2f (%.2f-%.2f)", cpu_median(f), min_of(f->cpu, f->ncpu), max_of(f->cpu, f->ncpu));
   printf(" %-19s", cpu);
   if (f->unit == RATE) {
-    ratio(f, consume);
-    ratio(f, &b->parse);
-    ratio(f, &b->store);
+    ratio(f, &st->consume);
+    ratio(f, &st->parse);
+    ratio(f, &st->store);
   }
   printf("\n");
 }
 
 /* The limits' CPU per event together on a stream (consume on that stream, parse and store), or 0. */
-static double limits_cpu(const bench *b, const bstream *st) {
-  if (!st->consume.ncpu || !b->parse.ncpu || !b->store.ncpu) return 0;
-  return cpu_median(&st->consume) + cpu_median(&b->parse) + cpu_median(&b->store);
+static double limits_cpu(const bstream *st) {
+  if (!st->consume.ncpu || !st->parse.ncpu || !st->store.ncpu) return 0;
+  return cpu_median(&st->consume) + cpu_median(&st->parse) + cpu_median(&st->store);
 }
 
 static void print_table(bench *b, long cores, const char *load_start, const char *load_end, double total) {
@@ -882,8 +965,8 @@ static void print_table(bench *b, long cores, const char *load_start, const char
          o->repeats);
   printf("machine: %ld cores online; load average %s at start, %s before the last esr figure, %s at the end\n", cores,
          load_start, b->load_mid[0] ? b->load_mid : "-", load_end);
-  printf("versions: librdkafka %s, SQLite %s, cJSON %s; esr %s\n", rd_kafka_version_str(), sqlite3_libversion(),
-         cJSON_Version(), o->esr_bin);
+  printf("versions: librdkafka %s, SQLite %s, cJSON %s; esr %s, linked with %s's malloc\n", rd_kafka_version_str(),
+         sqlite3_libversion(), cJSON_Version(), o->esr_bin, ESR_ALLOCATOR_NAME);
   printf("stream: %zu events (%zu account opens, %zu movements, %zu bad = %.2f%%), values %.0f bytes on average,\n"
          "        %d partitions (each from offset 0, nothing dropped by the mock), %d-broker mock cluster; produced\n"
          "        twice: bulk (topic %s, message sets as large as a producer with a backlog makes them) and sets\n"
@@ -911,25 +994,24 @@ static void print_table(bench *b, long cores, const char *load_start, const char
          "CPU us/event", "/consume", "/parse", "/store");
   for (int i = 0; i < 2; i++) {
     const bstream *st = &b->st[i];
-    row(&st->consume, &st->consume, b);
-    if (i == 0) {
-      row(&b->parse, &st->consume, b);
-      row(&b->store, &st->consume, b);
-    }
-    row(&st->esr, &st->consume, b);
-    row(&st->peer, &st->consume, b);
+    row(&st->consume, st);
+    if (i == 0) row(&st->parse, st);
+    if (i == 0) row(&st->store, st);
+    row(&st->esr, st);
+    for (int k = 0; i == 0 && k < b->n_alloc; k++) row(&b->alloc[k], st);
+    row(&st->peer, st);
   }
   const figure *rest[] = {&b->replay, &b->naive, &b->rec_big, &b->rec_small, &b->rss8, &b->rss_all};
-  for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) row(rest[i], &b->st[0].consume, b);
+  for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) row(rest[i], &b->st[0]);
   if (b->large_mb > 0) printf("(the large recovery state: %.0f MB of partition databases)\n", b->large_mb);
 
   printf("\n");
   for (int i = 0; i < 2; i++) {
     const bstream *st = &b->st[i];
-    double lc = limits_cpu(b, st);
+    double lc = limits_cpu(st);
     if (lc > 0)
       printf("limits' CPU per event (%s): consume %.2f + parse %.2f + store %.2f = %.2f us\n", st->label,
-             cpu_median(&st->consume), cpu_median(&b->parse), cpu_median(&b->store), lc);
+             cpu_median(&st->consume), cpu_median(&st->parse), cpu_median(&st->store), lc);
     if (st->threads[0]) printf("esr's CPU by thread (%s, last run), us/event: %s\n", st->label, st->threads);
     if (has(&st->esr) && has(&st->peer))
       printf("applied (%s): esr %" PRId64 ", peer %" PRId64 " of %" PRId64 " events%s\n", st->label, st->esr_applied,
@@ -941,15 +1023,15 @@ static void print_table(bench *b, long cores, const char *load_start, const char
   char v[128], what[96];
   for (int i = 0; i < 2; i++) {
     const bstream *st = &b->st[i];
-    double lc = limits_cpu(b, st), ec = cpu_median(&st->esr), pc = cpu_median(&st->peer);
+    double lc = limits_cpu(st), ec = cpu_median(&st->esr), pc = cpu_median(&st->peer);
     snprintf(what, sizeof what, "esr's CPU/event <= 1.3 x the limits' together (%s)", st->label);
     snprintf(v, sizeof v, "%.2f / %.2f us = %.2f", ec, lc, lc > 0 ? ec / lc : 0);
     target(what, lc > 0 && st->esr.ncpu, v, ec <= 1.3 * lc);
     snprintf(what, sizeof what, "esr's CPU/event <= 0.4 x the peer's (%s)", st->label);
     snprintf(v, sizeof v, "%.2f / %.2f us = %.2f", ec, pc, pc > 0 ? ec / pc : 0);
     target(what, st->esr.ncpu && st->peer.ncpu, v, ec <= 0.4 * pc);
-    int lims = has(&st->consume) && has(&b->store) && has(&st->esr);
-    double lim = lims ? fmin(median(&st->consume), median(&b->store)) : 0, e = has(&st->esr) ? median(&st->esr) : 0;
+    int lims = has(&st->consume) && has(&st->store) && has(&st->esr);
+    double lim = lims ? fmin(median(&st->consume), median(&st->store)) : 0, e = has(&st->esr) ? median(&st->esr) : 0;
     snprintf(what, sizeof what, "esr >= 0.8 x min(consume limit, store limit) (%s)", st->label);
     snprintf(v, sizeof v, "esr / min(limits) = %.2f", lims ? e / lim : 0);
     target(what, lims, v, lims && e >= 0.8 * lim);
@@ -1072,8 +1154,10 @@ int main(int argc, char **argv) {
   }
   rd_kafka_t *client = esrt_kafka_client_new(b.mock.bootstrap);
   if (!client) bench_fail("kafka client");
-  b.st[0] = (bstream){.label = "bulk", .topic = T, .hwm = check_watermarks(client, T, &b.big)};
-  b.st[1] = (bstream){.label = "sets", .topic = TSETS, .hwm = with_sets ? check_watermarks(client, TSETS, &b.big) : NULL};
+  b.st[0] = (bstream){.label = "bulk", .topic = T, .s = &b.big, .n = (double)b.big.n,
+                      .hwm = check_watermarks(client, T, &b.big)};
+  b.st[1] = (bstream){.label = "sets", .topic = TSETS, .s = &b.big, .n = (double)b.big.n,
+                      .hwm = with_sets ? check_watermarks(client, TSETS, &b.big) : NULL};
   if (with_small) b.hwm_small = check_watermarks(client, TS, &b.small);
   bench_progress("  every partition starts at offset 0 and holds every event produced to it");
   b.env = (bench_env){
@@ -1090,8 +1174,8 @@ int main(int argc, char **argv) {
     st->esr = (figure){.name = b.esr_name[i], .unit = RATE};
     st->peer = (figure){.name = b.peer_name[i], .unit = RATE};
   }
-  b.parse = (figure){.name = "parse limit", .unit = RATE};
-  b.store = (figure){.name = "store limit", .unit = RATE};
+  b.st[0].parse = (figure){.name = "parse limit", .unit = RATE};
+  b.st[0].store = (figure){.name = "store limit", .unit = RATE};
   b.naive = (figure){.name = "naive", .unit = RATE};
   b.rss8 = (figure){.name = "peak RSS, 8 partitions", .unit = MEGABYTES};
   snprintf(b.rec_big_name, sizeof b.rec_big_name, "recovery, large state");
@@ -1102,10 +1186,14 @@ int main(int argc, char **argv) {
   b.rss_all = (figure){.name = b.rss_all_name, .unit = MEGABYTES};
   b.replay = (figure){.name = "replay (esr replay, from 0)", .unit = RATE};
 
+  if (o->only & PH_ALLOC) alloc_variants(&b);
   for (int i = 0; i < 2; i++)
     if (stream_on(&b, i) && (i == 0 || with_sets) && (o->only & PH_CONSUME)) phase_consume(&b, &b.st[i]);
-  if (o->only & PH_PARSE) phase_parse(&b);
-  if (o->only & PH_STORE) phase_store(&b);
+  /* parse and store work on the events alone, the same in both streams: measured once, shown for each */
+  if (o->only & PH_PARSE) phase_parse(&b, &b.st[0]);
+  if (o->only & PH_STORE) phase_store(&b, &b.st[0]);
+  b.st[1].parse = b.st[0].parse;
+  b.st[1].store = b.st[0].store;
   for (int i = 0; i < 2; i++) {
     if (!stream_on(&b, i) || (i == 1 && !with_sets)) continue;
     if (o->only & PH_ESR) phase_esr(&b, &b.st[i]);
