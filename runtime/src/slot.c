@@ -95,8 +95,7 @@ void esr__slot_commit(applier *a, slot *s) {
       rd_kafka_offsets_store(a->w->rk, l); /* committed in the background, coalesced; fails harmlessly mid-revoke */
     rd_kafka_topic_partition_list_destroy(l);
   }
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", esr__slot_topic(a, s), (int)s->partition, err.msg);
+  esr__gate_want(a, s, 1);
   int64_t next = esr_partition_next_offset(s->p);
   if (s->replay_end < 0) { /* not asked at assignment: librdkafka's cached high watermark, once fetching began */
     int64_t lo = -1, hi = -1;
@@ -169,6 +168,13 @@ int64_t esr__slot_open(applier *a, size_t t, int32_t partition) {
     free(s);
     return -1;
   }
+  if (esr__gate_slot_open(a, s, &err) != ESR_E_OK) {
+    esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: cannot open the partition's transactional producer, not consuming it: %s",
+            topic, (int)partition, err.msg);
+    esr_partition_close(s->p);
+    free(s);
+    return -1;
+  }
   ts->by_partition[partition] = s;
   const esr_position *pos = esr_partition_committed(s->p);
   int64_t now = esr_now_ms();
@@ -187,8 +193,7 @@ int64_t esr__slot_open(applier *a, size_t t, int32_t partition) {
           " dead-lettered so far; apply thread %d; opened in %" PRId64 " ms); recovery: %s in %" PRId64 " ms%s%s%s",
           topic, (int)partition, pos->next_offset, pos->applied, pos->dead, a->index, now - t0,
           esr_recovery_step_name(rr.step), rr.elapsed_ms, behind, rr.detail[0] ? "; " : "", rr.detail);
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", topic, (int)partition, err.msg);
+  esr__gate_want(a, s, 0); /* rows a previous run left: published by the next round, after the read-back */
   return pos->next_offset;
 nomem:
   esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: out of memory: not consuming the partition", a->w->cfg->topics[t],
@@ -210,10 +215,7 @@ void esr__slot_close(applier *a, slot *s) {
       esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: no checkpoint at release: %s", esr__slot_topic(a, s), (int)s->partition,
               err.msg);
   }
-  int64_t deadline = esr_now_ms() + REVOKE_FLUSH_MS;
-  while (esr_partition_in_flight(s->p) > 0 && esr_now_ms() < deadline) esr_publisher_poll(a->pub, 50);
-  if (esr_partition_tick(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: %s", esr__slot_topic(a, s), (int)s->partition, err.msg);
+  esr__gate_flush(a, s, esr_now_ms() + REVOKE_FLUSH_MS);
   esr_log(ESR_LOG_INFO, "worker", "%s[%d]: released at offset %" PRId64, esr__slot_topic(a, s), (int)s->partition,
           esr_partition_committed(s->p)->next_offset);
   int corrupt = s->corrupt;
@@ -221,6 +223,7 @@ void esr__slot_close(applier *a, slot *s) {
   int32_t partition = s->partition;
   a->topics[t].by_partition[partition] = NULL;
   esr_verify_release(s->verify);
+  esr__gate_slot_close(a, s);
   esr_partition_close(s->p);
   free(s);
   if (corrupt) { /* the next owner must not resume from it: it climbs the ladder from a checkpoint or the log */
@@ -242,6 +245,7 @@ void esr__slot_rebuild(applier *a, slot *s, const char *reason) {
   const char *topic = esr__slot_topic(a, s);
   a->topics[t].by_partition[partition] = NULL;
   esr_verify_release(s->verify);
+  esr__gate_slot_close(a, s);
   esr_partition_close(s->p); /* rolls back the open batch */
   free(s);
   char aside[4300];
@@ -281,9 +285,7 @@ void esr__slot_check_verdict(applier *a, slot *s) {
   esr_verify_release(s->verify);
   s->verify = NULL;
   esr_partition_hold(s->p, 0);
-  esr_error err;
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", esr__slot_topic(a, s), (int)s->partition, err.msg);
+  esr__gate_want(a, s, 1);
 }
 
 /* The stored offset is not in the log: never skip, stop the partition and say what is missing. Either retention
