@@ -177,7 +177,8 @@ void *esr__applier_main(void *arg) {
     int n = 0;
     rd_kafka_message_t *m;
     while (n < ROUND && !atomic_load_explicit(&a->ctl_pending, memory_order_relaxed) &&
-           (m = rd_kafka_consume_queue(a->queue, n ? 0 : a->open_batches ? IDLE_MS : 100))) {
+           !atomic_load_explicit(&a->check_ready, memory_order_relaxed) &&
+           (m = rd_kafka_consume_queue(a->queue, n ? 0 : a->open_batches || a->check_in_flight ? IDLE_MS : 100))) {
       if (!a->draining) on_message(a, m);
       rd_kafka_message_destroy(m);
       n++;

@@ -31,6 +31,7 @@
 #define READBACK_TIMEOUT_MS 5000  /* a read-back waits this long for Kafka without progress, then retries later */
 #define READBACK_RETRY_MS 1000
 #define CHECK_RETRY_MS 200        /* after a refused check */
+#define CHECK_STALE_MS 1000       /* an answer that took longer says too little about now: the round is dropped */
 #define CHECK_GIVE_UP_MS 60000    /* an answer that never comes */
 #define TXN_TIMEOUT_MS 30000
 
@@ -49,16 +50,26 @@ static int can_publish(const slot *s) {
   return !s->corrupt && esr_partition_unpublished(s->p) && !(s->txn && esr_publisher_fenced(s->txn));
 }
 
+/* librdkafka's thread: the answer is queued. The apply thread ends its round of messages to serve it. */
+static void check_answered(rd_kafka_t *rk, void *opaque) {
+  (void)rk;
+  applier *a = opaque;
+  atomic_store_explicit(&a->check_ready, 1, memory_order_relaxed);
+}
+
 esr_code esr__gate_init(applier *a, esr_error *err) {
   const esr_config *cfg = a->w->cfg;
   if (cfg->outputs_readback && !(a->rb = esr_readback_new(cfg, err))) return err ? err->code : ESR_E_CONFIG;
-  if (a->w->group && !(a->check_q = rd_kafka_queue_new(a->w->rk)))
-    return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  if (a->w->group) {
+    if (!(a->check_q = rd_kafka_queue_new(a->w->rk))) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    rd_kafka_queue_cb_event_enable(a->check_q, check_answered, a);
+  }
   return ESR_E_OK;
 }
 
 void esr__gate_fini(applier *a) {
   if (a->check_q) {
+    rd_kafka_queue_cb_event_enable(a->check_q, NULL, NULL);
     for (rd_kafka_event_t *ev; (ev = rd_kafka_queue_poll(a->check_q, 0));) rd_kafka_event_destroy(ev);
     rd_kafka_queue_destroy(a->check_q);
   }
@@ -154,9 +165,22 @@ static void refused_round(applier *a, int n, const char *parts, const char *why)
 }
 
 /* The answer to this thread's ownership check: the partitions it confirmed publish now. */
+/* A round published at `done` (now_us) after a check sent at a->check_sent_us and answered at `answered`. */
+static void round_done(applier *a, int64_t answered, int64_t done) {
+  gate_stats *g = &a->gate;
+  int64_t window = done - a->check_sent_us;
+  g->rounds++;
+  g->window_sum_us += window;
+  if (window > g->window_max_us) g->window_max_us = window;
+  if (answered - a->check_sent_us > g->answer_max_us) g->answer_max_us = answered - a->check_sent_us;
+  if (done - answered > g->publish_max_us) g->publish_max_us = done - answered;
+}
+
 static void serve_check(applier *a, rd_kafka_event_t *ev) {
+  int64_t answered = now_us();
   a->check_in_flight = 0;
   rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
+  if (!e && answered - a->check_sent_us > (int64_t)CHECK_STALE_MS * 1000) e = RD_KAFKA_RESP_ERR__TIMED_OUT;
   const rd_kafka_topic_partition_list_t *l = rd_kafka_event_topic_partition_list(ev);
   char refused[256] = "";
   size_t used = 0;
@@ -166,17 +190,18 @@ static void serve_check(applier *a, rd_kafka_event_t *ev) {
     const rd_kafka_topic_partition_t *tp = &l->elems[i];
     int t = esr__worker_topic_index(a->w, tp->topic);
     slot *s = t >= 0 ? esr__slot_find(a, (size_t)t, tp->partition) : NULL;
-    if (!s || !s->checking) continue; /* closed (or reopened) meanwhile */
-    s->checking = 0;
+    if (s && !s->checking) s = NULL; /* closed (or reopened) meanwhile */
+    if (s) s->checking = 0;
     if (e || tp->err) {
       if (!why) why = tp->err;
-      s->publish_wanted = 1;
+      if (s) s->publish_wanted = 1;
       n_refused++;
       if (used + 24 < sizeof refused)
         used += (size_t)snprintf(refused + used, sizeof refused - used, "%s%s[%d]", used ? " " : "", tp->topic,
                                  (int)tp->partition);
       continue;
     }
+    if (!s) continue;
     publish_slot(a, s);
     published = 1;
   }
@@ -188,15 +213,11 @@ static void serve_check(applier *a, rd_kafka_event_t *ev) {
     n_refused++;
   }
   if (n_refused) refused_round(a, n_refused, refused[0] ? refused : "-", rd_kafka_err2str(why));
-  if (published) {
-    int64_t window = now_us() - a->check_sent_us;
-    a->gate.rounds++;
-    a->gate.window_sum_us += window;
-    if (window > a->gate.window_max_us) a->gate.window_max_us = window;
-  }
+  if (published) round_done(a, answered, now_us());
 }
 
 void esr__gate_poll(applier *a) {
+  atomic_store_explicit(&a->check_ready, 0, memory_order_relaxed);
   if (!a->check_in_flight) return;
   rd_kafka_event_t *ev = rd_kafka_queue_poll(a->check_q, 0);
   if (!ev) {
@@ -214,13 +235,14 @@ void esr__gate_poll(applier *a) {
   rd_kafka_event_destroy(ev);
 }
 
-/* The partitions in `want` (publish_wanted, no read-back due), each at its committed position. */
-static rd_kafka_topic_partition_list_t *check_list(applier *a, slot *only) {
+/* The partitions to check, each at its committed position: those that want a round (no read-back due, no check
+ * under way), or with `flush` every one (`only`, or all) that has rows to publish. */
+static rd_kafka_topic_partition_list_t *check_list(applier *a, slot *only, int flush) {
   rd_kafka_topic_partition_list_t *l = NULL;
   slot *s;
   FOR_EACH_SLOT(a, s) {
-    if (only ? s != only : !s->publish_wanted) continue;
-    if (s->checking || !can_publish(s) || esr_partition_readback_due(s->p)) continue;
+    if (only ? s != only : !flush && !s->publish_wanted) continue;
+    if ((!flush && s->checking) || !can_publish(s) || esr_partition_readback_due(s->p)) continue;
     if (!l) l = rd_kafka_topic_partition_list_new(8);
     rd_kafka_topic_partition_list_add(l, esr__slot_topic(a, s), s->partition)->offset =
         esr_partition_committed(s->p)->next_offset;
@@ -241,7 +263,7 @@ void esr__gate_round(applier *a) {
     if (s->publish_wanted && esr_partition_readback_due(s->p)) due = 1;
   }
   if (due) readback(a); /* before the check, so that its window stays short */
-  rd_kafka_topic_partition_list_t *l = check_list(a, NULL);
+  rd_kafka_topic_partition_list_t *l = check_list(a, NULL, 0);
   if (!l) return;
   a->check_sent_us = now_us();
   rd_kafka_resp_err_t e = rd_kafka_commit_queue(a->w->rk, l, a->check_q, NULL, NULL);
@@ -287,11 +309,13 @@ void esr__gate_flush(applier *a, slot *only, int64_t deadline) {
   FOR_EACH_SLOT(a, s) if ((!only || s == only) && can_publish(s) && esr_partition_readback_due(s->p)) due = 1;
   if (due) readback(a);
   sync_check sc = {RD_KAFKA_RESP_ERR_NO_ERROR, NULL};
+  int64_t answered = 0;
   if (a->w->group) {
-    rd_kafka_topic_partition_list_t *l = check_list(a, only);
+    rd_kafka_topic_partition_list_t *l = check_list(a, only, 1);
     if (l) {
       int64_t t0 = now_us();
       rd_kafka_resp_err_t e = rd_kafka_commit_queue(a->w->rk, l, NULL, sync_check_cb, &sc);
+      answered = now_us();
       if (e && !sc.err) sc.err = e;
       if (!sc.err && sc.answer) {
         a->check_sent_us = t0;
@@ -310,17 +334,12 @@ void esr__gate_flush(applier *a, slot *only, int64_t deadline) {
   FOR_EACH_SLOT(a, s) {
     if (only && s != only) continue;
     if (!can_publish(s) || esr_partition_readback_due(s->p)) continue;
+    s->checking = 0; /* the answer to an asynchronous check under way no longer matters */
     if (a->w->group && !confirmed(&sc, esr__slot_topic(a, s), s->partition)) continue;
-    s->checking = 0;
     publish_slot(a, s);
     published = 1;
   }
-  if (published && a->w->group) {
-    int64_t window = now_us() - a->check_sent_us;
-    a->gate.rounds++;
-    a->gate.window_sum_us += window;
-    if (window > a->gate.window_max_us) a->gate.window_max_us = window;
-  }
+  if (published && a->w->group) round_done(a, answered, now_us());
   if (sc.answer) rd_kafka_topic_partition_list_destroy(sc.answer);
   for (;;) {
     int in_flight = 0;
@@ -361,8 +380,10 @@ void esr__gate_log_stats(applier *a) {
   if (!a->w->group && !g->readback_failures) return;
   esr_log(ESR_LOG_INFO, "outputs",
           "apply thread %d: %" PRId64 " publication rounds after an ownership check (%" PRId64 " checks refused); "
-          "check to last row handed to the producer: longest %.3f ms, mean %.3f ms%s",
+          "check to last row handed to the producer: longest %.3f ms, mean %.3f ms (longest wait for an answer %.3f ms, "
+          "longest publication after one %.3f ms)%s",
           a->index, g->rounds, g->refused, (double)g->window_max_us / 1000.0,
-          g->rounds ? (double)g->window_sum_us / (double)g->rounds / 1000.0 : 0.0,
+          g->rounds ? (double)g->window_sum_us / (double)g->rounds / 1000.0 : 0.0, (double)g->answer_max_us / 1000.0,
+          (double)g->publish_max_us / 1000.0,
           g->readback_failures ? "; some read-backs failed and were retried" : "");
 }

@@ -67,6 +67,8 @@ typedef struct gate_stats {
   int64_t refused;       /* checks that failed: the round was dropped, its rows stayed in the outbox */
   int64_t window_max_us; /* longest time from sending a check to the last row of its round handed to the producer */
   int64_t window_sum_us;
+  int64_t answer_max_us;  /* ... of which the longest wait for the check's answer (until it was served) */
+  int64_t publish_max_us; /* ... and the longest publication after it */
   int64_t readback_failures;
 } gate_stats;
 
@@ -112,6 +114,7 @@ struct applier {
   esr_readback *rb;          /* reads outputs back (NULL: outputs.readback = false) */
   rd_kafka_queue_t *check_q; /* answers to this thread's ownership checks (group mode) */
   int check_in_flight;
+  _Atomic int check_ready; /* the answer to the check under way arrived: end the round (set by librdkafka's thread) */
   int64_t check_sent_us, check_retry_at, readback_retry_at;
   gate_stats gate;
 };
