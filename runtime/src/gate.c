@@ -76,7 +76,7 @@ void esr__gate_fini(applier *a) {
   esr_readback_free(a->rb);
 }
 
-/* One read-back for every partition of this thread that needs one (one read of each output partition). */
+/* One read-back for the partitions of this thread that need one (one read of each output partition). */
 static esr_code readback(applier *a) {
   int64_t now = esr_now_ms();
   if (!a->rb || now < a->readback_retry_at) return ESR_E_STATE;
@@ -84,8 +84,8 @@ static esr_code readback(applier *a) {
   esr_partition **ps = malloc(cap * sizeof *ps);
   if (!ps) return ESR_E_NOMEM;
   slot *s;
-  FOR_EACH_SLOT(a, s) {
-    if (s->corrupt || !esr_partition_readback_due(s->p)) continue;
+  FOR_EACH_SLOT(a, s) { /* all of them: a topic one needs is read for the others too (esr_partitions_readback) */
+    if (s->corrupt) continue;
     if (n == cap) {
       esr_partition **g = realloc(ps, (cap *= 2) * sizeof *g);
       if (!g) break;

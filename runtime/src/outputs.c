@@ -427,16 +427,31 @@ static int wants_topic(const esr_outputs *o, const char *topic) {
   return 0;
 }
 
-esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *os, const int64_t *lo, size_t n, int timeout_ms,
-                              esr_error *err) {
+esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *all, const int64_t *all_lo, size_t n_all,
+                              int timeout_ms, esr_error *err) {
   int64_t t0 = esr_now_ms();
   esr_code rc = ESR_E_OK;
   names topics = {0};
-  member *ms = calloc(n ? n : 1, sizeof *ms);
+  /* A topic one partition asks for is read for every partition here that does not know it yet: they share a
+   * dead-letter topic and usually their emits' topics, so one read serves them all. */
+  for (size_t i = 0; i < n_all; i++) {
+    if (!all[i]->enabled || !all[i]->due) continue;
+    for (size_t k = 0; k < all[i]->wanted.n; k++)
+      for (size_t j = 0; j < n_all; j++) {
+        esr_outputs *o = all[j];
+        if (o->enabled && !names_has(&o->known, all[i]->wanted.v[k]) && names_add(&o->wanted, all[i]->wanted.v[k]) == 0)
+          o->due = 1;
+      }
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < n_all; i++) n += all[i]->enabled && all[i]->due;
+  if (!n) return ESR_E_OK;
+  member *ms = calloc(n, sizeof *ms);
   if (!ms) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-  for (size_t i = 0; i < n; i++) {
-    esr_outputs *o = os[i];
-    ms[i] = (member){.o = o, .lo = lo[i] > 0 ? lo[i] : 0, .hi = NO_LIMIT, .maxsrc = -1};
+  for (size_t j = 0, i = 0; j < n_all; j++) {
+    if (!all[j]->enabled || !all[j]->due) continue;
+    esr_outputs *o = all[j];
+    ms[i] = (member){.o = o, .lo = all_lo[j] > 0 ? all_lo[j] : 0, .hi = NO_LIMIT, .maxsrc = -1};
     if (!(ms[i].set = esr_strset_new(o->max_bytes, err))) {
       rc = err ? err->code : ESR_E_NOMEM;
       goto out;
@@ -449,6 +464,7 @@ esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *os, const in
       rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
       goto out;
     }
+    i++;
   }
   int64_t read = 0;
   pass ps = {ms, n, NULL};

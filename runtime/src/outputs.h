@@ -88,8 +88,9 @@ int esr_outputs_due(const esr_outputs *o);
  * read-back read and dropped. */
 void esr_outputs_settled(esr_outputs *o, int64_t next_offset);
 
-/* One read-back for the n partitions given (each due; lo[i]: the lowest source offset that partition may still
- * publish a row for: its first outbox row's, else its committed position). Each output partition concerned is read
+/* One read-back for those of the n partitions given that are due (lo[i]: the lowest source offset partition i may
+ * still publish a row for: its first unsent row's, else its committed position); a topic one of them asks for is
+ * read for every partition given that does not know it yet (they become due). Each output partition concerned is read
  * once. timeout_ms bounds each wait for Kafka without progress (<= 0: the reader's default). On failure (Kafka
  * unreachable) the partitions stay due and nothing changed. */
 esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *os, const int64_t *lo, size_t n, int timeout_ms,

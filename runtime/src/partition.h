@@ -91,8 +91,9 @@ esr_code esr_partition_publish(esr_partition *p, esr_error *err);
 int esr_partition_unpublished(const esr_partition *p);
 /* 1 when a read-back must run before this partition publishes. */
 int esr_partition_readback_due(const esr_partition *p);
-/* One read-back (esr/outputs.h) for the n partitions given, which must be due: one read of each output partition
- * concerned. The partitions are used by the calling thread only. */
+/* One read-back (esr/outputs.h) for those of the n partitions given that are due (and those that do not know a topic
+ * one of them needs): one read of each output partition concerned. The partitions are used by the calling thread
+ * only. */
 esr_code esr_partitions_readback(esr_readback *rb, esr_partition *const *ps, size_t n, int timeout_ms, esr_error *err);
 /* The publish-once state (figures for logs and metrics: esr_outputs_stats_get). */
 const esr_outputs *esr_partition_outputs(const esr_partition *p);

@@ -84,6 +84,7 @@ typedef struct poison_plan {
   const char *how[8];  /* how each one crashes */
   int32_t part[8];     /* the partition of each (-1: any deposit, spread over the stream) */
   int gap;             /* >0: each poison event of a partition is at most this many offsets after the previous one */
+  int min_published_deaths; /* the premise of the duplicate count: deaths while an outbox held rows already in Kafka */
 } poison_plan;
 
 /* Produces a ledger stream with the plan's poison events, runs the worker under a supervisor that restarts it
@@ -246,7 +247,7 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
   assert_int_equal(0, emit_diffs);
   assert_int_equal(0, sum.duplicates);
   assert_int_equal(0, emitted.duplicates);
-  assert_true(published_deaths >= 1); /* the premise of the duplicate count */
+  assert_true(published_deaths >= plan->min_published_deaths); /* the premise of the duplicate count */
   assert_true(crash_letters >= plan->n);
 
   esrt_state_free(&st);
@@ -262,7 +263,8 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
 static void poison_events_are_isolated(void **state) {
   esrt_case *c = *state;
   poison_plan plan = {.events = EVENTS, .batch_max = 500, .threads = 2, .n = 5,
-                      .how = {"segv", "abort", "loop", "segv", "abort"}, .part = {-1, -1, -1, -1, -1}};
+                      .how = {"segv", "abort", "loop", "segv", "abort"}, .part = {-1, -1, -1, -1, -1},
+                      .min_published_deaths = 5};
   run_poison(c, &plan);
   c->passed = 1;
 }
@@ -271,8 +273,10 @@ static void poison_events_are_isolated(void **state) {
  * by two apply threads: each verdict must outlive the deaths the others cause (the livelock of issue 10). */
 static void several_poison_events_in_one_batch(void **state) {
   esrt_case *c = *state;
+  /* Its poison events lie in the first batches, before much is published: the duplicate count is not its point. */
   poison_plan plan = {.events = 12000, .batch_max = 2000, .threads = 2, .n = 5, .gap = 600,
-                      .how = {"segv", "fpe", "abort", "segv", "fpe"}, .part = {0, 0, 1, 2, 1}};
+                      .how = {"segv", "fpe", "abort", "segv", "fpe"}, .part = {0, 0, 1, 2, 1},
+                      .min_published_deaths = 0};
   run_poison(c, &plan);
   c->passed = 1;
 }

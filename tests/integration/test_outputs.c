@@ -10,6 +10,8 @@
  *     still finds everything on the next read-back;
  *   - with a key set too small for the range, the read-back runs in windows and drops everything still;
  *   - one read-back serves two partitions that publish to the same topics, each dropping only its own rows;
+ *   - rows whose delivery failed (the broker down past message.timeout.ms) are read back before they are sent again,
+ *     and published once when the broker is back;
  *   - with outputs.readback off, the same restore publishes duplicates (the premise of the cases above).
  */
 #include <inttypes.h>
@@ -400,6 +402,31 @@ static void one_readback_serves_two_partitions(void **state) {
   f->c->passed = 1;
 }
 
+static void failed_deliveries_are_read_back_before_the_resend(void **state) {
+  fixture *f = *state;
+  esr_error err = {0};
+  esr_publisher_free(f->pub); /* a producer that gives up soon */
+  assert_int_equal(ESR_E_OK, esr_config_set(f->cfg, "kafka.message.timeout.ms", "1000", "test", &err));
+  f->pub = f->env.publisher = esr_publisher_new(f->cfg, on_delivery, f, &err);
+  assert_non_null(f->pub);
+  open_p(f, 0);
+  apply_range(f, 0, 0, 12);
+  publish(f, 0, 1);
+  apply_range(f, 0, 12, 30);
+  assert_int_equal(0, esrt_mock_control(&f->mock, "broker-down 1", 5000));
+  assert_int_equal(ESR_E_OK, esr_partition_publish(f->p[0], &err));
+  assert_true(esr_partition_in_flight(f->p[0]) > 0);
+  wait_acks(f); /* every delivery fails: the message timeout */
+  assert_int_equal(ESR_E_OK, esr_partition_tick(f->p[0], &err));
+  assert_true(esr_partition_unpublished(f->p[0]));
+  assert_true(esr_partition_readback_due(f->p[0])); /* before anything is sent again */
+  assert_int_equal(0, esrt_mock_control(&f->mock, "broker-up 1", 5000));
+  publish(f, 0, 1);
+  assert_int_equal(outbox_rows(f, 0), 0);
+  expect(f, 0, 30, 1);
+  f->c->passed = 1;
+}
+
 /* The premise: the same restore without the read-back publishes everything again. */
 static void without_readback_a_restore_publishes_duplicates(void **state) {
   fixture *f = *state;
@@ -431,6 +458,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_small_key_set_reads_back_in_windows, setup, teardown),
       cmocka_unit_test_setup_teardown(one_readback_serves_two_partitions, setup, teardown),
+      cmocka_unit_test_setup_teardown(failed_deliveries_are_read_back_before_the_resend, setup, teardown),
       cmocka_unit_test_setup_teardown(without_readback_a_restore_publishes_duplicates, setup, teardown),
   };
   return cmocka_run_group_tests_name("outputs", tests, NULL, NULL);
