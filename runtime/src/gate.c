@@ -33,6 +33,7 @@
 #define CHECK_RETRY_MS 200        /* after a refused check */
 #define CHECK_STALE_MS 1000       /* an answer that took longer says too little about now: the round is dropped */
 #define CHECK_GIVE_UP_MS 60000    /* an answer that never comes */
+#define REFUSED_LOG_MS 5000       /* refused rounds are logged at most this often (a rebalance refuses many) */
 #define TXN_TIMEOUT_MS 30000
 
 #define FOR_EACH_SLOT(a, s)                                                                                            \
@@ -76,8 +77,9 @@ void esr__gate_fini(applier *a) {
   esr_readback_free(a->rb);
 }
 
-/* One read-back for the partitions of this thread that need one (one read of each output partition). */
-static esr_code readback(applier *a) {
+/* One read-back for the partitions of this thread that need one (one read of each output partition); each wait for
+ * Kafka without progress is bounded by timeout_ms. */
+static esr_code readback_within(applier *a, int timeout_ms) {
   int64_t now = esr_now_ms();
   if (!a->rb || now < a->readback_retry_at) return ESR_E_STATE;
   size_t n = 0, cap = 16;
@@ -94,7 +96,7 @@ static esr_code readback(applier *a) {
     ps[n++] = s->p;
   }
   esr_error err;
-  esr_code rc = n ? esr_partitions_readback(a->rb, ps, n, READBACK_TIMEOUT_MS, &err) : ESR_E_OK;
+  esr_code rc = n ? esr_partitions_readback(a->rb, ps, n, timeout_ms, &err) : ESR_E_OK;
   free(ps);
   if (rc != ESR_E_OK) {
     a->gate.readback_failures++;
@@ -104,6 +106,8 @@ static esr_code readback(applier *a) {
   }
   return rc;
 }
+
+static esr_code readback(applier *a) { return readback_within(a, READBACK_TIMEOUT_MS); }
 
 /* One Kafka transaction holding what the partition has to publish. */
 static void publish_txn(applier *a, slot *s) {
@@ -158,10 +162,19 @@ void esr__gate_want(applier *a, slot *s, int now) {
 }
 
 static void refused_round(applier *a, int n, const char *parts, const char *why) {
+  int64_t now = esr_now_ms();
   a->gate.refused++;
-  a->check_retry_at = esr_now_ms() + CHECK_RETRY_MS;
+  a->check_retry_at = now + CHECK_RETRY_MS;
+  if (a->refused_logged_at && now - a->refused_logged_at < REFUSED_LOG_MS) {
+    a->refused_unlogged++;
+    return;
+  }
+  char more[64] = "";
+  if (a->refused_unlogged) snprintf(more, sizeof more, " (and %d refused rounds not logged)", a->refused_unlogged);
   esr_log(ESR_LOG_WARN, "outputs", "ownership check failed (%s): not publishing for %d partition(s) now (%s); their "
-          "rows stay in the outbox for a later round or the next owner", why, n, parts);
+          "rows stay in the outbox for a later round or the next owner%s", why, n, parts, more);
+  a->refused_logged_at = now;
+  a->refused_unlogged = 0;
 }
 
 /* The answer to this thread's ownership check: the partitions it confirmed publish now. */
@@ -288,12 +301,33 @@ typedef struct sync_check {
   rd_kafka_topic_partition_list_t *answer;
 } sync_check;
 
-static void sync_check_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
-                          void *opaque) {
-  (void)rk;
-  sync_check *sc = opaque;
-  sc->err = err;
-  if (offsets) sc->answer = rd_kafka_topic_partition_list_copy(offsets);
+/* A check waited for until `deadline` at most (release and shutdown must not hang on an unreachable coordinator). */
+static void check_until(applier *a, const rd_kafka_topic_partition_list_t *l, int64_t deadline, sync_check *sc) {
+  rd_kafka_queue_t *q = rd_kafka_queue_new(a->w->rk);
+  if (!q) {
+    sc->err = RD_KAFKA_RESP_ERR__FAIL;
+    return;
+  }
+  sc->err = rd_kafka_commit_queue(a->w->rk, l, q, NULL, NULL);
+  while (!sc->err) {
+    int64_t left = deadline - esr_now_ms();
+    if (left <= 0) {
+      sc->err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+      break;
+    }
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left > 100 ? 100 : (int)left);
+    if (!ev) continue;
+    if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
+      const rd_kafka_topic_partition_list_t *ans = rd_kafka_event_topic_partition_list(ev);
+      sc->err = rd_kafka_event_error(ev);
+      if (ans) sc->answer = rd_kafka_topic_partition_list_copy(ans);
+      if (!sc->err && !sc->answer) sc->err = RD_KAFKA_RESP_ERR__FAIL;
+      rd_kafka_event_destroy(ev);
+      break;
+    }
+    rd_kafka_event_destroy(ev);
+  }
+  rd_kafka_queue_destroy(q); /* an answer after the deadline is dropped with it */
 }
 
 /* Whether s (or, only == NULL, the partitions of `l`) passed a synchronous ownership check. */
@@ -307,16 +341,16 @@ void esr__gate_flush(applier *a, slot *only, int64_t deadline) {
   slot *s;
   int due = 0;
   FOR_EACH_SLOT(a, s) if ((!only || s == only) && can_publish(s) && esr_partition_readback_due(s->p)) due = 1;
-  if (due) readback(a);
+  int64_t left = deadline - esr_now_ms();
+  if (due && left > 0) readback_within(a, left < READBACK_TIMEOUT_MS ? (int)left : READBACK_TIMEOUT_MS);
   sync_check sc = {RD_KAFKA_RESP_ERR_NO_ERROR, NULL};
   int64_t answered = 0;
   if (a->w->group) {
     rd_kafka_topic_partition_list_t *l = check_list(a, only, 1);
     if (l) {
       int64_t t0 = now_us();
-      rd_kafka_resp_err_t e = rd_kafka_commit_queue(a->w->rk, l, NULL, sync_check_cb, &sc);
+      check_until(a, l, deadline, &sc);
       answered = now_us();
-      if (e && !sc.err) sc.err = e;
       if (!sc.err && sc.answer) {
         a->check_sent_us = t0;
       } else {
@@ -343,7 +377,11 @@ void esr__gate_flush(applier *a, slot *only, int64_t deadline) {
   if (sc.answer) rd_kafka_topic_partition_list_destroy(sc.answer);
   for (;;) {
     int in_flight = 0;
-    FOR_EACH_SLOT(a, s) if (!only || s == only) in_flight += esr_partition_in_flight(s->p);
+    FOR_EACH_SLOT(a, s) {
+      if (only && s != only) continue;
+      if (s->txn) esr_publisher_poll(s->txn, 0);
+      in_flight += esr_partition_in_flight(s->p);
+    }
     if (!in_flight || esr_now_ms() >= deadline) break;
     esr_publisher_poll(a->pub, 50);
   }

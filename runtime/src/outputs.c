@@ -20,6 +20,7 @@ typedef struct mark {
   int64_t saved; /* the offset in the database; -1: no row yet */
   int64_t acked; /* the highest acknowledged offset known (>= saved) */
   int64_t staged; /* acknowledged in the open transaction (-1: none) */
+  int64_t read_end; /* the end a read-back of this epoch read it to (0: none): a mark once the epoch is over */
 } mark;
 
 typedef struct names {
@@ -96,6 +97,7 @@ static mark *mark_add(esr_outputs *o, const char *topic, int32_t partition) {
   if (!(m->topic = strdup(topic))) return NULL;
   m->partition = partition;
   m->saved = m->acked = m->staged = -1;
+  m->read_end = 0;
   o->n_marks++;
   return m;
 }
@@ -209,7 +211,8 @@ esr_code esr_outputs_save(esr_outputs *o, esr_store *s, esr_error *err) {
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return esr_store_error(s, err, "recording the outputs' marks");
   }
-  /* Counted as saved only once the transaction commits: a rollback redoes it (see esr_outputs_rolled_back). */
+  /* A rollback of this transaction leaves the database's marks lower than `saved`: a later read-back after a restart
+   * then starts earlier, which is safe; in this process `saved` is a lower bound as good as the database's. */
   for (size_t i = 0; i < o->n_marks; i++) o->marks[i].saved = o->marks[i].acked;
   o->dirty = 0;
   return ESR_E_OK;
@@ -256,8 +259,17 @@ void esr_outputs_settled(esr_outputs *o, int64_t next_offset) {
     o->set = NULL;
   }
   if (o->set || o->need_from != NO_LIMIT || !o->epoch.readbacks) return;
+  /* Every output of this partition the epoch's read-backs read past is accounted for, and what it publishes from now
+   * on lands after them: the marks move to the ends read, so that the next read-back starts there (a partition that
+   * never published to a topic reads it from its start once, not at every open). */
+  for (size_t i = 0; i < o->n_marks; i++) {
+    mark *m = &o->marks[i];
+    if (m->read_end > 0 && m->read_end - 1 > m->acked) m->acked = m->read_end - 1;
+    m->read_end = 0;
+  }
   const esr_outputs_stats *e = &o->epoch;
-  esr_log(e->truncated ? ESR_LOG_WARN : ESR_LOG_INFO, "outputs",
+  /* A read-back that found nothing to read is only worth a debug line (a restart has one per partition). */
+  esr_log(e->truncated ? ESR_LOG_WARN : e->read || e->dropped ? ESR_LOG_INFO : ESR_LOG_DEBUG, "outputs",
           "%s[%d]: outputs read back: %" PRId64 " messages read in %" PRId64 " pass(es), %" PRId64 " ms, %" PRId64
           " keys of this partition's outputs collected; %" PRId64 " outbox rows dropped as already published%s",
           o->src_topic, (int)o->src_partition, e->read, e->readbacks, e->ms, e->found, e->dropped,
@@ -277,8 +289,8 @@ typedef struct member {
   int64_t lo, hi, maxsrc;
   esr_strset *set;
   int64_t found, truncated;
-  int wants; /* reads the topic of the current output partition */
-  int64_t start; /* its start in the current output partition */
+  int wants;      /* reads the current output topic */
+  int64_t *start; /* its start in each partition of the current output topic */
   int gave_up;
 } member;
 
@@ -286,6 +298,7 @@ typedef struct pass {
   member *m;
   size_t n;
   const char *topic; /* the output topic being read */
+  int32_t count;     /* its partitions */
 } pass;
 
 static int64_t parse_i64(const char *s, size_t len, size_t *used) {
@@ -386,7 +399,9 @@ static esr_code collect(void *arg, const rd_kafka_message_t *msg, esr_error *err
     if (o->src_partition != part || !m->wants || m->gave_up || strlen(o->src_topic) != topic_len ||
         memcmp(o->src_topic, s, topic_len) != 0)
       continue;
-    if (msg->offset < m->start || src < m->lo || src >= m->hi) return ESR_E_OK;
+    if (msg->partition < 0 || msg->partition >= ps->count || msg->offset < m->start[msg->partition] || src < m->lo ||
+        src >= m->hi)
+      return ESR_E_OK;
     for (;;) {
       int added = 0;
       esr_error e;
@@ -432,6 +447,9 @@ esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *all, const i
   int64_t t0 = esr_now_ms();
   esr_code rc = ESR_E_OK;
   names topics = {0};
+  esr_readback_range *ranges = NULL;
+  esr_readback_result *results = NULL;
+  int64_t read = 0;
   /* A topic one partition asks for is read for every partition here that does not know it yet: they share a
    * dead-letter topic and usually their emits' topics, so one read serves them all. */
   for (size_t i = 0; i < n_all; i++) {
@@ -466,8 +484,7 @@ esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *all, const i
     }
     i++;
   }
-  int64_t read = 0;
-  pass ps = {ms, n, NULL};
+  pass ps = {ms, n, NULL, 0};
   for (size_t t = 0; t < topics.n; t++) {
     const char *topic = topics.v[t];
     int count = 0;
@@ -476,27 +493,54 @@ esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *all, const i
       rc = ESR_E_OK; /* no such topic: nothing of ours can be there */
       continue;
     }
-    ps.topic = topic;
+    /* every partition of the topic in one read, each from the lowest start of the partitions that want it */
+    free(ranges);
+    free(results);
+    ranges = calloc((size_t)count, sizeof *ranges);
+    results = calloc((size_t)count, sizeof *results);
+    if (!ranges || !results) {
+      rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+      goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+      free(ms[i].start);
+      if (!(ms[i].start = malloc((size_t)count * sizeof *ms[i].start))) {
+        rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+        goto out;
+      }
+      ms[i].wants = wants_topic(ms[i].o, topic);
+      for (int32_t q = 0; q < count; q++) ms[i].start[q] = ms[i].wants ? start_of(ms[i].o, topic, q) : NO_LIMIT;
+    }
+    size_t nr = 0;
     for (int32_t q = 0; q < count; q++) {
       int64_t start = NO_LIMIT;
+      for (size_t i = 0; i < n; i++)
+        if (ms[i].start[q] < start) start = ms[i].start[q];
+      if (start != NO_LIMIT)
+        ranges[nr++] = (esr_readback_range){.topic = topic, .partition = q, .start = start, .end = -1,
+                                            .timeout_ms = timeout_ms};
+    }
+    ps.topic = topic;
+    ps.count = count;
+    rc = esr_readback_scan_many(rb, ranges, nr, collect, &ps, results, err);
+    if (rc != ESR_E_OK) {
+      if (!esr_readback_unknown(err)) goto out;
+      rc = ESR_E_OK; /* the topic went away meanwhile */
+      continue;
+    }
+    for (size_t r = 0; r < nr; r++) {
       for (size_t i = 0; i < n; i++) {
-        ms[i].wants = wants_topic(ms[i].o, topic);
-        ms[i].start = ms[i].wants ? start_of(ms[i].o, topic, q) : NO_LIMIT;
-        if (ms[i].start < start) start = ms[i].start;
+        if (!ms[i].wants || ms[i].gave_up) continue;
+        mark *k = mark_find(ms[i].o, topic, ranges[r].partition);
+        if (!k) k = mark_add(ms[i].o, topic, ranges[r].partition);
+        if (k && results[r].end > k->read_end) k->read_end = results[r].end;
       }
-      if (start == NO_LIMIT) continue;
-      esr_readback_range range = {.topic = topic, .partition = q, .start = start, .end = -1, .timeout_ms = timeout_ms};
-      esr_readback_result res;
-      rc = esr_readback_scan(rb, &range, collect, &ps, &res, err);
-      if (rc != ESR_E_OK) {
-        if (!esr_readback_unknown(err)) goto out;
-        rc = ESR_E_OK;
-        continue;
+      read += results[r].read;
+      if (!results[r].truncated) continue;
+      for (size_t i = 0; i < n; i++) {
+        int64_t st = ms[i].start[ranges[r].partition];
+        if (ms[i].wants && st > 0 && st != NO_LIMIT && st < results[r].log_start) ms[i].truncated++;
       }
-      read += res.read;
-      if (res.truncated)
-        for (size_t i = 0; i < n; i++)
-          if (ms[i].wants && ms[i].start < res.log_start && ms[i].start > 0) ms[i].truncated++;
     }
   }
   int64_t ms_taken = esr_now_ms() - t0;
@@ -538,7 +582,12 @@ esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *all, const i
   esr_log(ESR_LOG_DEBUG, "outputs", "read-back for %zu partition(s): %zu topic(s), %" PRId64 " messages in %" PRId64
           " ms", n, topics.n, read, ms_taken);
 out:
-  for (size_t i = 0; i < n; i++) esr_strset_free(ms[i].set);
+  for (size_t i = 0; i < n; i++) {
+    esr_strset_free(ms[i].set);
+    free(ms[i].start);
+  }
+  free(ranges);
+  free(results);
   free(ms);
   names_free(&topics);
   return rc;

@@ -485,6 +485,8 @@ esr_code esr_partitions_readback(esr_readback *rb, esr_partition *const *ps, siz
     os[i] = ps[i]->outs;
   }
   rc = esr_outputs_readback(rb, os, lo, n, timeout_ms, err);
+  for (size_t i = 0; rc == ESR_E_OK && i < n; i++) /* nothing waits to be checked: what was found may go now */
+    if (!ps[i]->unsent) esr_outputs_settled(ps[i]->outs, esr_store_position(ps[i]->store)->next_offset);
 out:
   free(os);
   free(lo);

@@ -66,6 +66,11 @@ esr_code esr_readback_partition_count(esr_readback *rb, const char *topic, int t
 /* Calls fn for each message of the range, in offset order. res (may be NULL) is filled as far as the read got. */
 esr_code esr_readback_scan(esr_readback *rb, const esr_readback_range *r, esr_readback_fn fn, void *arg,
                            esr_readback_result *res, esr_error *err);
+/* The same for n ranges at once (one assignment of all their partitions: reading many partitions costs about one
+ * read's round trips, not n): fn gets the messages of every range, each range's in offset order, ranges interleaved;
+ * results[i] (may be NULL) is filled for rs[i]. The longest timeout_ms of the ranges applies. */
+esr_code esr_readback_scan_many(esr_readback *rb, const esr_readback_range *rs, size_t n, esr_readback_fn fn,
+                                void *arg, esr_readback_result *results, esr_error *err);
 /* Adds to `into` the value of every header called `header` (all of them when a message has several) that begins with
  * `prefix` (NULL or "": every value); headers without a value are skipped. */
 esr_code esr_readback_collect(esr_readback *rb, const esr_readback_range *r, const char *header, const char *prefix,

@@ -116,6 +116,8 @@ struct applier {
   int check_in_flight;
   _Atomic int check_ready; /* the answer to the check under way arrived: end the round (set by librdkafka's thread) */
   int64_t check_sent_us, check_retry_at, readback_retry_at;
+  int64_t refused_logged_at; /* esr_now_ms of the last "ownership check failed" line */
+  int refused_unlogged;
   gate_stats gate;
 };
 

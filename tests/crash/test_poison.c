@@ -223,6 +223,7 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
   assert_int_equal(0, esrt_consume_all(mock.bootstrap, "ledger.dlq", &dlq, 60000));
   esrt_dlq_summary sum;
   size_t dlq_diffs = esrt_compare_dlq(o, "ledger", &src, &dlq, &sum, stderr, 20);
+  assert_true(esrt_topic_whole(rk, "ledger.dlq") && esrt_topic_whole(rk, "ledger.out"));
   esrt_records out = {0};
   assert_int_equal(0, esrt_consume_all(mock.bootstrap, "ledger.out", &out, 60000));
   esrt_dlq_summary emitted;

@@ -218,6 +218,7 @@ static void paused_worker_publishes_nothing_after_losing_its_partitions(void **s
   esrt_records src = {0}, dlq = {0}, out = {0};
   esrt_oracle *o = esrt_ledger_oracle_from_log(mock.bootstrap, "ledger", P, ev, n, &src);
   assert_non_null(o);
+  assert_true(esrt_topic_whole(rk, "ledger.dlq") && esrt_topic_whole(rk, "ledger.out"));
   assert_int_equal(0, esrt_consume_all(mock.bootstrap, "ledger.dlq", &dlq, 60000));
   assert_int_equal(0, esrt_consume_all(mock.bootstrap, "ledger.out", &out, 60000));
   size_t late = 0;

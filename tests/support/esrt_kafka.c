@@ -289,6 +289,20 @@ int esrt_partition_count(rd_kafka_t *rk, const char *topic) {
   return count;
 }
 
+int esrt_topic_whole(rd_kafka_t *rk, const char *topic) {
+  int n = esrt_partition_count(rk, topic);
+  if (n <= 0) return 0;
+  for (int p = 0; p < n; p++) {
+    int64_t lo, hi;
+    if (esrt_watermarks(rk, topic, p, &lo, &hi) != 0) return 0;
+    if (lo != 0) {
+      fprintf(stderr, "esrt: %s[%d] starts at offset %" PRId64 ": retention dropped its first messages\n", topic, p, lo);
+      return 0;
+    }
+  }
+  return 1;
+}
+
 /* ---- read-back ---- */
 
 static int cmp_record(const void *a, const void *b) {

@@ -79,6 +79,9 @@ rd_kafka_t *esrt_kafka_client_new(const char *bootstrap);
 int esrt_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi);
 /* The partition count of a topic, or -1. */
 int esrt_partition_count(rd_kafka_t *rk, const char *topic);
+/* 1 when every partition of `topic` still starts at offset 0 (the mock's retention dropped nothing), else 0 (with a
+ * message on stderr). */
+int esrt_topic_whole(rd_kafka_t *rk, const char *topic);
 
 /* Reads every partition of `topic` from its log start to its high watermark as of the call, appending to `out` sorted
  * by (partition, offset), with isolation.level=read_committed (what a downstream consumer of esr's outputs sees).
