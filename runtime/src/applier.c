@@ -124,7 +124,7 @@ static void tick(applier *a, int64_t now, int idle) {
 static void drain(applier *a) {
   slot *s;
   FOR_EACH_SLOT(a, s) if (!s->paused) esr__slot_commit(a, s);
-  esr__gate_flush(a, NULL, esr_now_ms() + SHUTDOWN_FLUSH_MS);
+  esr__gate_flush(a, NULL, 0, esr_now_ms() + SHUTDOWN_FLUSH_MS);
   esr__gate_log_stats(a);
   a->draining = 1;
 }

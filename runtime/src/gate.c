@@ -34,6 +34,7 @@
 #define CHECK_STALE_MS 1000       /* an answer that took longer says too little about now: the round is dropped */
 #define CHECK_GIVE_UP_MS 60000    /* an answer that never comes */
 #define REFUSED_LOG_MS 5000       /* refused rounds are logged at most this often (a rebalance refuses many) */
+#define FLUSH_CHECK_MS 1000       /* a shutdown waits this long at most for its ownership check */
 #define TXN_TIMEOUT_MS 30000
 
 #define FOR_EACH_SLOT(a, s)                                                                                            \
@@ -60,7 +61,12 @@ static void check_answered(rd_kafka_t *rk, void *opaque) {
 
 esr_code esr__gate_init(applier *a, esr_error *err) {
   const esr_config *cfg = a->w->cfg;
-  if (cfg->outputs_readback && !(a->rb = esr_readback_new(cfg, err))) return err ? err->code : ESR_E_CONFIG;
+  if (cfg->outputs_readback) {
+    if (!(a->rb = esr_readback_new(cfg, err))) return err ? err->code : ESR_E_CONFIG;
+    /* a request of the main thread (a partition to open or release, in a rebalance) never waits for a read-back:
+     * the read-back stops and runs again later */
+    esr_readback_set_interrupt(a->rb, &a->ctl_pending);
+  }
   if (a->w->group) {
     if (!(a->check_q = rd_kafka_queue_new(a->w->rk))) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
     rd_kafka_queue_cb_event_enable(a->check_q, check_answered, a);
@@ -98,6 +104,7 @@ static esr_code readback_within(applier *a, int timeout_ms) {
   esr_error err;
   esr_code rc = n ? esr_partitions_readback(a->rb, ps, n, timeout_ms, &err) : ESR_E_OK;
   free(ps);
+  if (rc == ESR_E_STATE) return rc; /* interrupted by a request: served first, read again at the next round */
   if (rc != ESR_E_OK) {
     a->gate.readback_failures++;
     a->readback_retry_at = esr_now_ms() + READBACK_RETRY_MS;
@@ -337,19 +344,29 @@ static int confirmed(const sync_check *sc, const char *topic, int32_t partition)
   return tp && !tp->err;
 }
 
-void esr__gate_flush(applier *a, slot *only, int64_t deadline) {
+void esr__gate_flush(applier *a, slot *only, int release, int64_t deadline) {
   slot *s;
   int due = 0;
   FOR_EACH_SLOT(a, s) if ((!only || s == only) && can_publish(s) && esr_partition_readback_due(s->p)) due = 1;
   int64_t left = deadline - esr_now_ms();
-  if (due && left > 0) readback_within(a, left < READBACK_TIMEOUT_MS ? (int)left : READBACK_TIMEOUT_MS);
+  if (due && !release && left > 0) readback_within(a, left < READBACK_TIMEOUT_MS ? (int)left : READBACK_TIMEOUT_MS);
   sync_check sc = {RD_KAFKA_RESP_ERR_NO_ERROR, NULL};
   int64_t answered = 0;
-  if (a->w->group) {
+  /* A release happens inside a rebalance, which must not wait: the group has just said who owns what. Revoked, the
+   * worker still owns the partition until the rebalance goes on (it publishes without asking); lost (its session
+   * expired, it was fenced), it publishes nothing. */
+  int lost = release && a->w->group && rd_kafka_assignment_lost(a->w->rk);
+  if (lost) {
+    FOR_EACH_SLOT(a, s) if ((!only || s == only) && can_publish(s)) {
+      char part[64];
+      snprintf(part, sizeof part, "%s[%d]", esr__slot_topic(a, s), (int)s->partition);
+      refused_round(a, 1, part, "the assignment was lost");
+    }
+  } else if (a->w->group && !release) {
     rd_kafka_topic_partition_list_t *l = check_list(a, only, 1);
     if (l) {
-      int64_t t0 = now_us();
-      check_until(a, l, deadline, &sc);
+      int64_t t0 = now_us(), cap = esr_now_ms() + FLUSH_CHECK_MS;
+      check_until(a, l, deadline < cap ? deadline : cap, &sc);
       answered = now_us();
       if (!sc.err && sc.answer) {
         a->check_sent_us = t0;
@@ -369,11 +386,11 @@ void esr__gate_flush(applier *a, slot *only, int64_t deadline) {
     if (only && s != only) continue;
     if (!can_publish(s) || esr_partition_readback_due(s->p)) continue;
     s->checking = 0; /* the answer to an asynchronous check under way no longer matters */
-    if (a->w->group && !confirmed(&sc, esr__slot_topic(a, s), s->partition)) continue;
+    if (lost || (a->w->group && !release && !confirmed(&sc, esr__slot_topic(a, s), s->partition))) continue;
     publish_slot(a, s);
     published = 1;
   }
-  if (published && a->w->group) round_done(a, answered, now_us());
+  if (published && a->w->group && !release) round_done(a, answered, now_us());
   if (sc.answer) rd_kafka_topic_partition_list_destroy(sc.answer);
   for (;;) {
     int in_flight = 0;

@@ -102,6 +102,8 @@ static mark *mark_add(esr_outputs *o, const char *topic, int32_t partition) {
   return m;
 }
 
+static void log_epoch(esr_outputs *o, const char *when);
+
 static int holding(const esr_outputs *o) { return o->failed || o->due || o->set || o->need_from != NO_LIMIT; }
 
 esr_code esr_outputs_open(esr_store *s, const esr_outputs_opts *opts, esr_outputs **out, esr_error *err) {
@@ -151,6 +153,8 @@ fail:
 
 void esr_outputs_free(esr_outputs *o) {
   if (!o) return;
+  if (o->enabled && (o->epoch.readbacks || o->epoch.dropped))
+    log_epoch(o, " (until the partition closed)"); /* its epoch did not end: say what it did so far */
   for (size_t i = 0; i < o->n_marks; i++) free(o->marks[i].topic);
   free(o->marks);
   names_free(&o->known);
@@ -252,6 +256,20 @@ void esr_outputs_want(esr_outputs *o, const char *topic) {
 
 int esr_outputs_due(const esr_outputs *o) { return o->enabled && o->due; }
 
+/* The line that says what a read-back epoch read and dropped, once per epoch. */
+static void log_epoch(esr_outputs *o, const char *when) {
+  const esr_outputs_stats *e = &o->epoch;
+  /* A read-back that found nothing to read is only worth a debug line (a restart has one per partition). */
+  esr_log(e->truncated ? ESR_LOG_WARN : e->read || e->dropped ? ESR_LOG_INFO : ESR_LOG_DEBUG, "outputs",
+          "%s[%d]: outputs read back%s: %" PRId64 " messages read in %" PRId64 " pass(es), %" PRId64 " ms, %" PRId64
+          " keys of this partition's outputs collected; %" PRId64 " outbox rows dropped as already published%s",
+          o->src_topic, (int)o->src_partition, when, e->read, e->readbacks, e->ms, e->found, e->dropped,
+          e->truncated ? "; some offsets after a mark were already deleted by retention: what they held could not be "
+                         "checked (published again, at least once)"
+                       : "");
+  memset(&o->epoch, 0, sizeof o->epoch);
+}
+
 void esr_outputs_settled(esr_outputs *o, int64_t next_offset) {
   if (!o->enabled || o->due) return;
   if (o->set && next_offset > o->maxsrc) { /* no row to come can match a key of the set */
@@ -267,16 +285,7 @@ void esr_outputs_settled(esr_outputs *o, int64_t next_offset) {
     if (m->read_end > 0 && m->read_end - 1 > m->acked) m->acked = m->read_end - 1;
     m->read_end = 0;
   }
-  const esr_outputs_stats *e = &o->epoch;
-  /* A read-back that found nothing to read is only worth a debug line (a restart has one per partition). */
-  esr_log(e->truncated ? ESR_LOG_WARN : e->read || e->dropped ? ESR_LOG_INFO : ESR_LOG_DEBUG, "outputs",
-          "%s[%d]: outputs read back: %" PRId64 " messages read in %" PRId64 " pass(es), %" PRId64 " ms, %" PRId64
-          " keys of this partition's outputs collected; %" PRId64 " outbox rows dropped as already published%s",
-          o->src_topic, (int)o->src_partition, e->read, e->readbacks, e->ms, e->found, e->dropped,
-          e->truncated ? "; some offsets after a mark were already deleted by retention: what they held could not be "
-                         "checked (published again, at least once)"
-                       : "");
-  memset(&o->epoch, 0, sizeof o->epoch);
+  log_epoch(o, "");
   o->dirty = 1; /* the marks move again */
 }
 

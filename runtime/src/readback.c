@@ -4,6 +4,7 @@
 #include "readback.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,7 +14,14 @@
 
 struct esr_readback {
   rd_kafka_t *rk;
+  const _Atomic int *interrupt;
 };
+
+void esr_readback_set_interrupt(esr_readback *rb, const _Atomic int *flag) { rb->interrupt = flag; }
+
+static int interrupted(const esr_readback *rb) {
+  return rb->interrupt && atomic_load_explicit(rb->interrupt, memory_order_relaxed);
+}
 
 /* Failures that a client outlives (librdkafka retries them): a read waits them out, up to its timeout. */
 static int transient(rd_kafka_resp_err_t e) {
@@ -206,6 +214,10 @@ esr_code esr_readback_scan_many(esr_readback *rb, const esr_readback_range *rs, 
 
   while (open > 0) {
     int64_t now = esr_now_ms();
+    if (interrupted(rb)) {
+      rc = esr_error_set(err, ESR_E_STATE, 0, "read-back interrupted");
+      goto out;
+    }
     if (now >= deadline) {
       cursor *c = NULL;
       for (size_t i = 0; i < n && !c; i++)
@@ -217,7 +229,8 @@ esr_code esr_readback_scan_many(esr_readback *rb, const esr_readback_range *rs, 
                          last ? rd_kafka_err2str(last) : "");
       goto out;
     }
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rb->rk, deadline - now < 100 ? (int)(deadline - now) : 100);
+    int wait = rb->interrupt ? 20 : 100;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rb->rk, deadline - now < wait ? (int)(deadline - now) : wait);
     if (!m) continue;
     cursor *c = cursor_of(cs, n, m);
     if (m->err) {

@@ -58,6 +58,9 @@ typedef esr_code (*esr_readback_fn)(void *arg, const rd_kafka_message_t *m, esr_
 
 /* A reader with the kafka.* settings of cfg (only bootstrap.servers is required). NULL on failure (ESR_E_CONFIG). */
 esr_readback *esr_readback_new(const esr_config *cfg, esr_error *err);
+/* A read stops with ESR_E_STATE as soon as *flag is non-zero (looked at least every 20 ms), so that the thread that
+ * reads can serve something more urgent; NULL: never. The flag must outlive the reader. */
+void esr_readback_set_interrupt(esr_readback *rb, const _Atomic int *flag);
 /* Closes the consumer; NULL is a no-op. */
 void esr_readback_free(esr_readback *rb);
 /* The number of partitions of topic (ESR_E_KAFKA when unknown; timeout_ms <= 0: ESR_READBACK_TIMEOUT_MS). */

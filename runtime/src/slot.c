@@ -201,11 +201,13 @@ nomem:
   return -1;
 }
 
-/* Commits, waits a bounded time for the partition's outbox deliveries, deletes what was acknowledged, closes. */
+/* Commits, publishes the outbox (gate.c; waits a bounded time for the deliveries and deletes what was acknowledged),
+ * checkpoints and closes: the next owner finds a clean outbox and marks that spare it reading back. */
 void esr__slot_close(applier *a, slot *s) {
   esr_error err;
   esr__slot_commit(a, s);
   esr_partition_rollback(s->p); /* a batch that could not commit is redone by the next owner */
+  esr__gate_flush(a, s, 1, esr_now_ms() + REVOKE_FLUSH_MS);
   int64_t next = esr_partition_committed(s->p)->next_offset;
   if (a->w->cfg->checkpoint_on_release && !s->verify && !s->corrupt && next > s->cp_offset && next > 0) {
     /* The next owner climbs the recovery ladder: leave it the newest state, so it replays (almost) nothing. */
@@ -215,7 +217,6 @@ void esr__slot_close(applier *a, slot *s) {
       esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: no checkpoint at release: %s", esr__slot_topic(a, s), (int)s->partition,
               err.msg);
   }
-  esr__gate_flush(a, s, esr_now_ms() + REVOKE_FLUSH_MS);
   esr_log(ESR_LOG_INFO, "worker", "%s[%d]: released at offset %" PRId64, esr__slot_topic(a, s), (int)s->partition,
           esr_partition_committed(s->p)->next_offset);
   int corrupt = s->corrupt;

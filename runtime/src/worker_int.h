@@ -191,9 +191,12 @@ void esr__gate_want(applier *a, slot *s, int now);
 /* Serves ownership checks' answers (their rounds publish) and starts the next round's read-backs and check. */
 void esr__gate_poll(applier *a);
 void esr__gate_round(applier *a);
-/* Release and shutdown: publishes what s (NULL: every partition of the thread) has to, after a synchronous ownership
- * check in group mode, and waits for the deliveries until `deadline` (esr_now_ms); acknowledged rows are deleted. */
-void esr__gate_flush(applier *a, slot *only, int64_t deadline);
+/* Release (s) and shutdown (NULL: every partition of the thread): publishes what there is, and waits for the
+ * deliveries until `deadline` (esr_now_ms); acknowledged rows are deleted. Shutdown reads back first and, in group
+ * mode, asks an ownership check. A release, inside a rebalance, waits for neither: a revoked partition is still this
+ * worker's and publishes (unless its read-back is due: its next owner reads back and publishes), a lost one
+ * publishes nothing. */
+void esr__gate_flush(applier *a, slot *only, int release, int64_t deadline);
 /* A slot opens or closes: its transactional producer (outputs.transactional). */
 esr_code esr__gate_slot_open(applier *a, slot *s, esr_error *err);
 void esr__gate_slot_close(applier *a, slot *s);
