@@ -30,7 +30,7 @@
 
 #define READBACK_TIMEOUT_MS 5000  /* a read-back waits this long for Kafka without progress, then retries later */
 #define READBACK_RETRY_MS 1000
-#define CHECK_RETRY_MS 200        /* after a refused check */
+#define CHECK_PAUSE_MIN_MS 3000   /* after a refused check, no check for the session timeout (at least this long) */
 #define CHECK_STALE_MS 1000       /* an answer that took longer says too little about now: the round is dropped */
 #define CHECK_GIVE_UP_MS 60000    /* an answer that never comes */
 #define REFUSED_LOG_MS 5000       /* refused rounds are logged at most this often (a rebalance refuses many) */
@@ -168,10 +168,20 @@ void esr__gate_want(applier *a, slot *s, int now) {
   s->publish_wanted = 1;
 }
 
+/* A refused check most often means the group is rebalancing. librdkafka then rejoins, and an offset commit sent
+ * while it does carries no valid generation: the coordinator answers ILLEGAL_GENERATION and librdkafka takes the
+ * assignment for lost (measured: partitions revoked and assigned back, hand-overs twice as slow). So no check for a
+ * session timeout after a refusal: the rebalance is over by then, one way or the other. */
+static int64_t check_pause_ms(const applier *a) {
+  const char *v = esr_config_kafka_get(a->w->cfg, "session.timeout.ms");
+  long ms = v ? strtol(v, NULL, 10) : 10000;
+  return ms > CHECK_PAUSE_MIN_MS ? ms : CHECK_PAUSE_MIN_MS;
+}
+
 static void refused_round(applier *a, int n, const char *parts, const char *why) {
   int64_t now = esr_now_ms();
   a->gate.refused++;
-  a->check_retry_at = now + CHECK_RETRY_MS;
+  a->check_retry_at = now + check_pause_ms(a);
   if (a->refused_logged_at && now - a->refused_logged_at < REFUSED_LOG_MS) {
     a->refused_unlogged++;
     return;
