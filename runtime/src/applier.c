@@ -28,17 +28,17 @@ static slot *slot_of_message(applier *a, const rd_kafka_message_t *m) {
   return esr__slot_find(a, (size_t)t, m->partition);
 }
 
-static void on_delivery(void *opaque, uint64_t sink, int64_t seq, int ok, const char *error) {
+void esr__applier_delivery(void *opaque, const esr_delivery *d) {
   applier *a = opaque;
-  size_t t = (size_t)(sink >> 48);
-  int32_t partition = (int32_t)((sink >> 16) & 0xffffffff);
+  size_t t = (size_t)(d->sink >> 48);
+  int32_t partition = (int32_t)((d->sink >> 16) & 0xffffffff);
   if (t >= a->w->cfg->n_topics) return;
   slot *s = esr__slot_find(a, t, partition);
-  if (!s || (s->gen & 0xffff) != (sink & 0xffff)) return; /* the partition moved on; its next owner resends */
-  if (!ok)
+  if (!s || (s->gen & 0xffff) != (d->sink & 0xffff)) return; /* the partition moved on; its next owner resends */
+  if (!d->ok)
     esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: outbox row %" PRId64 " not delivered: %s; it will be sent again",
-            esr__slot_topic(a, s), (int)partition, seq, error);
-  esr_partition_delivered(s->p, seq, ok);
+            esr__slot_topic(a, s), (int)partition, d->seq, d->error);
+  esr_partition_delivered(s->p, d);
 }
 
 static void on_message(applier *a, rd_kafka_message_t *m) {
@@ -113,28 +113,20 @@ static void tick(applier *a, int64_t now, int idle) {
     }
     esr_error err;
     if (esr_partition_tick(s->p, &err) != ESR_E_OK) esr__slot_lost_batch(a, s, &err);
+    else esr__gate_want(a, s, 1); /* rows the last publication left (a full queue, a resend) */
     esr__slot_checkpoint_if_old(a, s, now);
     esr__slot_sample(a, s, now);
   }
   a->open_batches = open;
+  esr__gate_round(a);
 }
 
 /* Before shutdown: commit everything, publish the outbox (bounded), and stop applying. */
 static void drain(applier *a) {
   slot *s;
   FOR_EACH_SLOT(a, s) if (!s->paused) esr__slot_commit(a, s);
-  int64_t deadline = esr_now_ms() + SHUTDOWN_FLUSH_MS;
-  for (;;) {
-    int in_flight = 0;
-    FOR_EACH_SLOT(a, s) in_flight += esr_partition_in_flight(s->p);
-    if (!in_flight || esr_now_ms() >= deadline) break;
-    esr_publisher_poll(a->pub, 50);
-  }
-  FOR_EACH_SLOT(a, s) {
-    esr_error err;
-    if (esr_partition_tick(s->p, &err) != ESR_E_OK)
-      esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: %s", esr__slot_topic(a, s), (int)s->partition, err.msg);
-  }
+  esr__gate_flush(a, NULL, 0, esr_now_ms() + SHUTDOWN_FLUSH_MS);
+  esr__gate_log_stats(a);
   a->draining = 1;
 }
 
@@ -186,12 +178,14 @@ void *esr__applier_main(void *arg) {
     int n = 0;
     rd_kafka_message_t *m;
     while (n < ROUND && !atomic_load_explicit(&a->ctl_pending, memory_order_relaxed) &&
-           (m = rd_kafka_consume_queue(a->queue, n ? 0 : a->open_batches ? IDLE_MS : 100))) {
+           !atomic_load_explicit(&a->check_ready, memory_order_relaxed) &&
+           (m = rd_kafka_consume_queue(a->queue, n ? 0 : a->open_batches || a->check_in_flight ? IDLE_MS : 100))) {
       if (!a->draining) on_message(a, m);
       rd_kafka_message_destroy(m);
       n++;
     }
     esr_publisher_poll(a->pub, 0);
+    esr__gate_poll(a);
     int64_t now = esr_now_ms();
     esr_metrics_beat(a->index, now); /* /healthz: this loop came round */
     if (!a->draining && (now - last_tick >= TICK_MS || !n)) {
@@ -231,8 +225,10 @@ esr_code esr__applier_init(esr_worker *w, applier *a, int index, esr_error *err)
   pthread_cond_init(&a->cv, NULL);
   if (!(a->topics = calloc(w->cfg->n_topics, sizeof *a->topics)))
     return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-  if (!(a->pub = esr_publisher_new(w->cfg, on_delivery, a, err))) return err->code;
+  if (!(a->pub = esr_publisher_new(w->cfg, esr__applier_delivery, a, err))) return err->code;
   esr_publisher_warm(a->pub, w->cfg->dlq_topic);
+  esr_code grc = esr__gate_init(a, err);
+  if (grc != ESR_E_OK) return grc;
   if (w->cfg->checkpoint_store) {
     esr_cpstore_opts so = {.endpoint = w->cfg->checkpoint_s3_endpoint, .region = w->cfg->checkpoint_s3_region};
     esr_code rc = esr_cpstore_open(w->cfg->checkpoint_store, &so, &a->store, err);
@@ -255,7 +251,9 @@ esr_code esr__applier_init(esr_worker *w, applier *a, int index, esr_error *err)
                                .max_crash_retries = w->cfg->max_crash_retries,
                                .batch_max = w->cfg->batch_max_events,
                                .last_crash = &w->last_crash,
-                               .schemas = w->schemas};
+                               .schemas = w->schemas,
+                               .outputs = {.readback = w->cfg->outputs_readback,
+                                           .max_bytes = (size_t)w->cfg->outputs_readback_max_mb << 20}};
   return ESR_E_OK;
 }
 
@@ -264,6 +262,7 @@ void esr__applier_fini(esr_worker *w, applier *a) {
     for (size_t t = 0; t < w->cfg->n_topics; t++) {
       for (size_t p = 0; p < a->topics[t].cap; p++) {
         if (a->topics[t].by_partition[p]) {
+          esr__gate_slot_close(a, a->topics[t].by_partition[p]);
           esr_partition_close(a->topics[t].by_partition[p]->p);
           free(a->topics[t].by_partition[p]);
         }
@@ -273,6 +272,7 @@ void esr__applier_fini(esr_worker *w, applier *a) {
     free(a->topics);
   }
   if (a->queue) rd_kafka_queue_destroy(a->queue);
+  esr__gate_fini(a);
   esr_publisher_free(a->pub);
   esr_cpstore_close(a->store);
   pthread_mutex_destroy(&a->mu);

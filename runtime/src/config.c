@@ -312,6 +312,23 @@ static esr_code set_drop_after(esr_config *cfg, const char *key, const char *val
   return ESR_E_OK;
 }
 
+static esr_code set_outputs_readback(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                     esr_error *err) {
+  return set_bool(&cfg->outputs_readback, key, value, origin, err);
+}
+
+static esr_code set_outputs_max_mb(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                   esr_error *err) {
+  if (parse_int(value, 1, 65536, &cfg->outputs_readback_max_mb))
+    return bad(err, key, origin, value, "expected megabytes in 1..65536", "16");
+  return ESR_E_OK;
+}
+
+static esr_code set_outputs_txn(esr_config *cfg, const char *key, const char *value, const char *origin,
+                                esr_error *err) {
+  return set_bool(&cfg->outputs_transactional, key, value, origin, err);
+}
+
 static esr_code set_assignment(esr_config *cfg, const char *key, const char *value, const char *origin,
                                esr_error *err) {
   if (strcmp(value, "group") == 0)
@@ -457,6 +474,16 @@ static const key_spec KEYS[] = {
      "moved-aside databases (*.corrupt-*, *.old-*) kept in state.dir; older ones are removed"},
     {"state.drop.after.ms", set_drop_after, 0, "600000", "600000",
      "with checkpoint.store: drop the database of a partition released this long ago once the store holds it (0: never)"},
+    {"outputs.readback", set_outputs_readback, 0, "true", "true",
+     "before a partition publishes after it opened (or after a failed delivery), read its output partitions back from "
+     "where it last saw its outputs acknowledged and drop dead letters and emits already there (publish once); "
+     "false: publish at least once"},
+    {"outputs.readback.max.mb", set_outputs_max_mb, 0, "16", "16",
+     "memory of one partition's read-back (keys of its outputs found); a larger read-back runs in windows"},
+    {"outputs.transactional", set_outputs_txn, 0, "false", "true",
+     "publish dead letters and emits in Kafka transactions, one producer per partition with transactional.id "
+     "esr-<kafka.group.id>-<topic>-<partition>, so that a real broker fences a previous owner (needs kafka.group.id; "
+     "librdkafka's mock cluster only imitates transactions)"},
     {"sqlite.cache.mb", set_cache_mb, 0, "8", "16", "SQLite page cache per partition database, in MiB"},
     {"log.level", set_log_level, 0, "info", "debug", "debug, info, warn or error"},
     {"log.format", set_log_format, 0, "auto", "json", "json, text, or auto (text on a terminal, json otherwise)"},
@@ -749,6 +776,10 @@ esr_code esr_config_validate(const esr_config *cfg, esr_error *err) {
                            "config: dlq.topic = '%s' is also a source topic: dead letters would be consumed again; "
                            "choose another, e.g. dlq.topic = %s.dlq",
                            cfg->dlq_topic, cfg->dlq_topic);
+  if (cfg->outputs_transactional && !esr_config_kafka_get(cfg, "group.id"))
+    return esr_error_set(err, ESR_E_CONFIG, 0,
+                         "config: outputs.transactional = true needs kafka.group.id (the transactional.id of each "
+                         "partition is esr-<group.id>-<topic>-<partition>): add 'kafka.group.id = esr-ledger'");
   if (cfg->assignment == ESR_ASSIGN_GROUP) {
     if (!esr_config_kafka_get(cfg, "group.id"))
       return esr_error_set(err, ESR_E_CONFIG, 0,

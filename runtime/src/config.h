@@ -61,6 +61,9 @@ typedef struct esr_config {
   int state_aside_keep;   /* moved-aside databases (*.corrupt-*, *.old-*) kept in state.dir; older ones are removed */
   int state_drop_after_ms; /* with checkpoint.store: drop a released partition's database this long after (0: never) */
   char *schemas_dir; /* JSON Schemas <type>.v<version>.json of the events' data, or NULL */
+  int outputs_readback;        /* publish once: read the outputs back before publishing (esr/outputs.h) */
+  int outputs_readback_max_mb; /* the read-back's key set, per partition */
+  int outputs_transactional;   /* publish in Kafka transactions, a transactional.id per partition */
   esr_kv *kafka; /* librdkafka properties, key without "kafka." */
   size_t n_kafka;
   esr_kv *handler_opts; /* handler options, key "<stem>.<key>" without "handler." (esr/registry.h) */

@@ -207,6 +207,12 @@ rd_kafka_conf_t *esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, 
   rd_kafka_conf_set(conf, "client.id", client_id, errstr, sizeof errstr);
   for (size_t i = 0; i < cfg->n_kafka; i++) {
     const char *key = cfg->kafka[i].key, *value = cfg->kafka[i].value;
+    if (strcmp(key, "transactional.id") == 0) {
+      esr_error_set(err, ESR_E_CONFIG, 0,
+                    "config: kafka.transactional.id is managed by esr (each partition needs its own, derived from "
+                    "kafka.group.id): remove it, and set outputs.transactional = true for transactions");
+      goto fail;
+    }
     const kafka_default *managed = managed_key(key);
     if (managed && strcmp(managed->value, value) != 0) {
       esr_error_set(err, ESR_E_CONFIG, 0,

@@ -89,3 +89,33 @@ esr_code esr_outbox_count(esr_store *s, int64_t *count, esr_error *err) {
   if (rc != SQLITE_ROW) return esr_store_error(s, err, "counting the outbox");
   return ESR_E_OK;
 }
+
+esr_code esr_outbox_first_src(esr_store *s, int64_t after, int64_t *src, esr_error *err) {
+  sqlite3_stmt *st =
+      esr_store_host_stmt(s, "SELECT src_offset FROM esr_outbox WHERE seq > ?1 ORDER BY seq LIMIT 1", err);
+  if (!st) return err ? err->code : ESR_E_SQLITE;
+  sqlite3_bind_int64(st, 1, after);
+  int rc = sqlite3_step(st);
+  *src = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+  sqlite3_reset(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return esr_store_error(s, err, "reading the outbox");
+  return ESR_E_OK;
+}
+
+esr_code esr_outbox_topics(esr_store *s, int64_t after, int (*fn)(void *arg, const char *topic), void *arg,
+                           esr_error *err) {
+  sqlite3_stmt *st = esr_store_host_stmt(s, "SELECT DISTINCT topic FROM esr_outbox WHERE seq > ?1", err);
+  if (!st) return err ? err->code : ESR_E_SQLITE;
+  sqlite3_bind_int64(st, 1, after);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *topic = (const char *)sqlite3_column_text(st, 0);
+    if (topic && fn(arg, topic)) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return esr_store_error(s, err, "reading the outbox");
+  return ESR_E_OK;
+}

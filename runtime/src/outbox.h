@@ -37,5 +37,10 @@ esr_code esr_outbox_scan(esr_store *s, int64_t after, int limit, int (*fn)(void 
 esr_code esr_outbox_delete(esr_store *s, const int64_t *seqs, size_t n, esr_error *err);
 /* Rows waiting. */
 esr_code esr_outbox_count(esr_store *s, int64_t *count, esr_error *err);
+/* Calls fn with each distinct topic of the rows with seq > after (fn returns non-zero to stop). */
+esr_code esr_outbox_topics(esr_store *s, int64_t after, int (*fn)(void *arg, const char *topic), void *arg,
+                           esr_error *err);
+/* The source offset of the first row with seq > after, or -1 when there is none. */
+esr_code esr_outbox_first_src(esr_store *s, int64_t after, int64_t *src, esr_error *err);
 
 #endif

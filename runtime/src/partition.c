@@ -30,6 +30,8 @@ typedef struct seq_list {
 struct esr_partition {
   const esr_partition_env *env;
   esr_store *store;
+  esr_outputs *outs;    /* publish once: marks and read-back */
+  esr_publisher *pub;   /* the environment's, or one of its own (esr_partition_set_publisher) */
   esr_hasher *hasher;
   esr_guard *guard;
   int careful_logged;
@@ -54,6 +56,8 @@ struct esr_partition {
   int batch_dead[ESR_DL_N];   /* dead letters of the open batch, by reason */
   seq_list delivered; /* acknowledged, to delete in the next transaction */
   seq_list deleting;  /* deleted in the open transaction */
+  int in_txn;         /* a Kafka transaction is open: acknowledged rows wait in `staged` for its commit */
+  seq_list staged;
 };
 
 static int seq_push(seq_list *l, int64_t v) {
@@ -133,6 +137,8 @@ esr_code esr_partition_open(const esr_partition_env *env, const char *topic, int
     goto fail;
   }
   if ((rc = migrate_all(p, err)) != ESR_E_OK) goto fail;
+  if ((rc = esr_outputs_open(p->store, &env->outputs, &p->outs, err)) != ESR_E_OK) goto fail;
+  p->pub = env->publisher;
   if ((rc = esr_guard_open(env->state_dir, topic, partition, env->max_crash_retries, env->batch_max, env->last_crash,
                            &p->guard, err)) != ESR_E_OK)
     goto fail;
@@ -158,12 +164,14 @@ void esr_partition_close(esr_partition *p) {
   if (!p) return;
   esr_guard_release(p->guard); /* closed on purpose: whatever batch was open is not a death */
   esr_store_close(p->store);
+  esr_outputs_free(p->outs);
   esr_hasher_free(p->hasher);
   esr_guard_close(p->guard);
   free(p->stopped);
   free(p->keybuf);
   free(p->delivered.v);
   free(p->deleting.v);
+  free(p->staged.v);
   free(p);
 }
 
@@ -196,6 +204,14 @@ static esr_code begin(esr_partition *p, esr_error *err) {
     p->deleting = p->delivered;
     p->delivered = t;
     p->delivered.n = 0;
+  }
+  /* The marks move in the transaction that deletes the acknowledged rows (esr/outputs.h). A rollback leaves the
+   * database's marks lower than the memory's: a later read-back then starts earlier, which is safe. */
+  if (p->outs && (rc = esr_outputs_save(p->outs, p->store, err)) != ESR_E_OK) {
+    esr_store_rollback(p->store, NULL);
+    for (size_t i = 0; i < p->deleting.n; i++) seq_push(&p->delivered, p->deleting.v[i]);
+    p->deleting.n = 0;
+    return rc;
   }
   return ESR_E_OK;
 }
@@ -399,13 +415,26 @@ typedef struct send_ctx {
   esr_partition *p;
   esr_error *err;
   esr_code rc;
+  int readback; /* a read-back must come before this row */
 } send_ctx;
 
 static int send_row(void *arg, const esr_outbox_row *row) {
   send_ctx *sc = arg;
   esr_partition *p = sc->p;
-  sc->rc = esr_publisher_send(p->env->publisher, p->sink, esr_store_topic(p->store), esr_store_partition(p->store),
-                              row, sc->err);
+  esr_output_verdict v = esr_outputs_check(p->outs, row->topic, row->src_offset, row->src_index);
+  if (v == ESR_OUTPUT_READBACK) {
+    sc->readback = 1;
+    return 1;
+  }
+  if (v == ESR_OUTPUT_DROP) { /* already in its topic: deleted with the acknowledged rows, never sent */
+    if (seq_push(&p->delivered, row->seq) != 0) {
+      sc->rc = esr_error_set(sc->err, ESR_E_NOMEM, 0, "out of memory");
+      return 1;
+    }
+    p->sent_upto = row->seq;
+    return 0;
+  }
+  sc->rc = esr_publisher_send(p->pub, p->sink, esr_store_topic(p->store), esr_store_partition(p->store), row, sc->err);
   if (sc->rc != ESR_E_OK) return 1;
   p->in_flight++;
   p->sent_upto = row->seq;
@@ -414,10 +443,18 @@ static int send_row(void *arg, const esr_outbox_row *row) {
 
 void esr_partition_hold(esr_partition *p, int on) { p->held = on; }
 
+int esr_partition_unpublished(const esr_partition *p) { return p->pub && p->unsent && !p->held; }
+
+int esr_partition_readback_due(const esr_partition *p) { return esr_outputs_due(p->outs); }
+
+const esr_outputs *esr_partition_outputs(const esr_partition *p) { return p->outs; }
+
+void esr_partition_set_publisher(esr_partition *p, esr_publisher *pub) { p->pub = pub ? pub : p->env->publisher; }
+
 esr_code esr_partition_publish(esr_partition *p, esr_error *err) {
-  if (!p->env->publisher || !p->unsent || p->held) return ESR_E_OK;
+  if (!esr_partition_unpublished(p) || esr_outputs_due(p->outs)) return ESR_E_OK;
   while (p->in_flight < MAX_IN_FLIGHT) {
-    send_ctx sc = {p, err, ESR_E_OK};
+    send_ctx sc = {p, err, ESR_E_OK, 0};
     int64_t before = p->sent_upto, last = p->sent_upto;
     esr_code rc = esr_outbox_scan(p->store, p->sent_upto, PUBLISH_SCAN, send_row, &sc, &last, err);
     if (rc != ESR_E_OK) return rc;
@@ -426,20 +463,74 @@ esr_code esr_partition_publish(esr_partition *p, esr_error *err) {
       if (esr_publisher_queue_full(err)) return ESR_E_OK;
       return sc.rc;
     }
+    if (sc.readback) return ESR_E_OK; /* esr_partition_readback_due says so */
     if (p->sent_upto == before) {
-      p->unsent = 0; /* everything committed so far is sent */
+      p->unsent = 0; /* everything committed so far is sent (or was already there) */
+      esr_outputs_settled(p->outs, esr_store_position(p->store)->next_offset);
       break;
     }
   }
   return ESR_E_OK;
 }
 
-void esr_partition_delivered(esr_partition *p, int64_t seq, int ok) {
+static int want_topic(void *arg, const char *topic) {
+  esr_outputs_want(arg, topic);
+  return 0;
+}
+
+esr_code esr_partitions_readback(esr_readback *rb, esr_partition *const *ps, size_t n, int timeout_ms, esr_error *err) {
+  esr_outputs **os = calloc(n ? n : 1, sizeof *os);
+  int64_t *lo = calloc(n ? n : 1, sizeof *lo);
+  esr_code rc = ESR_E_OK;
+  if (!os || !lo) {
+    rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    /* The lowest source offset a row may still be published for: the first row not sent yet (after failures every
+     * row is, see tick), else whatever the next events produce. */
+    int64_t first = -1;
+    if ((rc = esr_outbox_first_src(ps[i]->store, ps[i]->sent_upto, &first, err)) != ESR_E_OK) goto out;
+    int64_t next = esr_store_position(ps[i]->store)->next_offset;
+    lo[i] = first >= 0 && first < next ? first : next;
+    if ((rc = esr_outbox_topics(ps[i]->store, ps[i]->sent_upto, want_topic, ps[i]->outs, err)) != ESR_E_OK) goto out;
+    os[i] = ps[i]->outs;
+  }
+  rc = esr_outputs_readback(rb, os, lo, n, timeout_ms, err);
+  for (size_t i = 0; rc == ESR_E_OK && i < n; i++) /* nothing waits to be checked: what was found may go now */
+    if (!ps[i]->unsent) esr_outputs_settled(ps[i]->outs, esr_store_position(ps[i]->store)->next_offset);
+out:
+  free(os);
+  free(lo);
+  return rc;
+}
+
+void esr_partition_txn(esr_partition *p, esr_outputs_txn_phase phase) {
+  esr_outputs_txn(p->outs, phase);
+  p->in_txn = phase == ESR_OUTPUTS_TXN_BEGIN;
+  if (phase == ESR_OUTPUTS_TXN_BEGIN) return;
+  if (phase == ESR_OUTPUTS_TXN_COMMIT) {
+    for (size_t i = 0; i < p->staged.n; i++)
+      if (seq_push(&p->delivered, p->staged.v[i]) != 0) p->send_failed = 1;
+  } else if (p->staged.n || p->in_flight) {
+    p->send_failed = 1; /* aborted: invisible to read_committed consumers, sent again */
+    esr_outputs_failed(p->outs);
+  }
+  p->staged.n = 0;
+}
+
+void esr_partition_delivered(esr_partition *p, const esr_delivery *d) {
   if (p->in_flight > 0) p->in_flight--;
-  if (ok) {
-    if (seq_push(&p->delivered, seq) != 0) p->send_failed = 1; /* not recorded: resend later rather than forget */
+  if (d->ok) {
+    if (seq_push(p->in_txn ? &p->staged : &p->delivered, d->seq) != 0) {
+      p->send_failed = 1; /* not recorded: resend later rather than forget */
+      esr_outputs_failed(p->outs);
+      return;
+    }
+    esr_outputs_acked(p->outs, d->topic, d->partition, d->offset);
   } else {
     p->send_failed = 1;
+    esr_outputs_failed(p->outs);
   }
 }
 
@@ -459,10 +550,11 @@ esr_code esr_partition_tick(esr_partition *p, esr_error *err) {
       p->wal_failed = 1; /* a real error: try again after the next commit; not worth a failure */
   }
   if (p->send_failed && p->in_flight == 0 && !p->delivered.n && !esr_store_in_batch(p->store)) {
-    /* Everything left in the outbox is undelivered: send it all again. */
+    /* Everything left in the outbox is undelivered: send it all again, once a read-back said what already landed. */
     p->send_failed = 0;
     p->sent_upto = 0;
     p->unsent = 1;
+    esr_outputs_resend(p->outs);
   }
-  return esr_partition_publish(p, err);
+  return ESR_E_OK;
 }

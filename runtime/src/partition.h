@@ -20,6 +20,7 @@
 
 #include "crashguard.h"
 #include "metrics.h"
+#include "outputs.h"
 #include "publisher.h"
 #include "registry.h"
 #include "schema.h"
@@ -46,6 +47,7 @@ typedef struct esr_partition_env {
   int batch_max;                        /* how many events a careful pass covers */
   const esr_crash_record *last_crash;   /* the previous process's fatal signal, or NULL */
   const esr_schema_set *schemas;        /* the events' data is validated against these (after upcast), or NULL */
+  esr_outputs_opts outputs;             /* publish once: marks and read-back (esr/outputs.h) */
 } esr_partition_env;
 
 /* Opens the partition's store and brings every handler's tables up to date. `sink` identifies the partition in
@@ -83,11 +85,31 @@ void esr_partition_rollback(esr_partition *p);
 /* Holds the outbox back (on) or lets it go (off): while the live database awaits its integrity check, nothing derived
  * from it may leave the process. Rows keep accumulating in the outbox meanwhile. */
 void esr_partition_hold(esr_partition *p, int on);
-/* Sends outbox rows not yet sent (after a restart: every row left in the outbox). Nothing while held. */
+/* Sends outbox rows not yet sent (after a restart: every row left in the outbox), each at most once as far as the
+ * read-back can tell (esr/outputs.h): a row already in its topic is deleted unpublished. Nothing while held, and
+ * nothing, or only the rows before it, when a read-back must come first: esr_partition_readback_due then says so, and
+ * the caller runs esr_partitions_readback and publishes again. */
 esr_code esr_partition_publish(esr_partition *p, esr_error *err);
+/* 1 when committed outbox rows may wait to be published (and the outbox is not held). */
+int esr_partition_unpublished(const esr_partition *p);
+/* 1 when a read-back must run before this partition publishes. */
+int esr_partition_readback_due(const esr_partition *p);
+/* One read-back (esr/outputs.h) for those of the n partitions given that are due (and those that do not know a topic
+ * one of them needs): one read of each output partition concerned. The partitions are used by the calling thread
+ * only. */
+esr_code esr_partitions_readback(esr_readback *rb, esr_partition *const *ps, size_t n, int timeout_ms, esr_error *err);
+/* The publish-once state (figures for logs and metrics: esr_outputs_stats_get). */
+const esr_outputs *esr_partition_outputs(const esr_partition *p);
+/* Publishes with `pub` instead of the environment's publisher (a transactional one of its own); NULL: the
+ * environment's again. Only between publications (nothing in flight). */
+void esr_partition_set_publisher(esr_partition *p, esr_publisher *pub);
+/* outputs.transactional: rows acknowledged between ESR_OUTPUTS_TXN_BEGIN and the end count as delivered only once the
+ * transaction committed; after an abort they are sent again (after a read-back). */
+void esr_partition_txn(esr_partition *p, esr_outputs_txn_phase phase);
 /* A delivery report for a row of this partition. */
-void esr_partition_delivered(esr_partition *p, int64_t seq, int ok);
-/* Housekeeping while idle: deletes acknowledged rows, resends failed ones. */
+void esr_partition_delivered(esr_partition *p, const esr_delivery *d);
+/* Housekeeping while idle: deletes acknowledged (and dropped) rows, marks failed ones for a resend. It does not
+ * publish: the caller does (esr_partition_publish), after the checks it owes. */
 esr_code esr_partition_tick(esr_partition *p, esr_error *err);
 /* Rows sent and not yet reported. */
 int esr_partition_in_flight(const esr_partition *p);

@@ -14,6 +14,8 @@ struct esr_publisher {
   int n_warm;
   esr_delivery_fn fn;
   void *opaque;
+  int txn;    /* transactional */
+  int fenced; /* a fatal transactional error: nothing more can be sent */
 };
 
 typedef struct ticket {
@@ -25,11 +27,19 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   esr_publisher *p = opaque;
   ticket *t = m->_private;
   if (!t) return;
-  p->fn(p->opaque, t->sink, t->seq, m->err == RD_KAFKA_RESP_ERR_NO_ERROR, rd_kafka_err2str(m->err));
+  esr_delivery d = {.sink = t->sink,
+                    .seq = t->seq,
+                    .ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR,
+                    .error = rd_kafka_err2str(m->err),
+                    .topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL,
+                    .partition = m->partition,
+                    .offset = m->offset};
+  p->fn(p->opaque, &d);
   free(t);
 }
 
-esr_publisher *esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_error *err) {
+static esr_publisher *publisher_new(const esr_config *cfg, const char *txn_id, esr_delivery_fn fn, void *opaque,
+                                    esr_error *err) {
   esr_publisher *p = calloc(1, sizeof *p);
   if (!p) {
     esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
@@ -42,6 +52,12 @@ esr_publisher *esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void
   rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
   rd_kafka_conf_set_opaque(conf, p);
   char errstr[512];
+  if (txn_id && rd_kafka_conf_set(conf, "transactional.id", txn_id, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(conf);
+    esr_error_set(err, ESR_E_CONFIG, 0, "transactional.id %s: %s", txn_id, errstr);
+    goto fail;
+  }
+  p->txn = txn_id != NULL;
   p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
   if (!p->rk) {
     rd_kafka_conf_destroy(conf);
@@ -54,10 +70,67 @@ fail:
   return NULL;
 }
 
+esr_publisher *esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_error *err) {
+  return publisher_new(cfg, NULL, fn, opaque, err);
+}
+
+esr_publisher *esr_publisher_new_txn(const esr_config *cfg, const char *txn_id, int timeout_ms, esr_delivery_fn fn,
+                                     void *opaque, esr_error *err) {
+  esr_publisher *p = publisher_new(cfg, txn_id, fn, opaque, err);
+  if (!p) return NULL;
+  rd_kafka_error_t *e = rd_kafka_init_transactions(p->rk, timeout_ms);
+  if (e) {
+    esr_error_set(err, ESR_E_KAFKA, rd_kafka_error_code(e), "transactional.id %s: initialising transactions: %s",
+                  txn_id, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    esr_publisher_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+esr_code esr_publisher_txn_begin(esr_publisher *p, esr_error *err) {
+  if (p->fenced) return esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR__FENCED, "the transactional producer was fenced");
+  rd_kafka_error_t *e = rd_kafka_begin_transaction(p->rk);
+  if (!e) return ESR_E_OK;
+  if (rd_kafka_error_is_fatal(e)) p->fenced = 1;
+  esr_code rc = esr_error_set(err, ESR_E_KAFKA, rd_kafka_error_code(e), "beginning a transaction: %s",
+                              rd_kafka_error_string(e));
+  rd_kafka_error_destroy(e);
+  return rc;
+}
+
+esr_code esr_publisher_txn_commit(esr_publisher *p, int timeout_ms, esr_error *err) {
+  rd_kafka_error_t *e = rd_kafka_commit_transaction(p->rk, timeout_ms);
+  rd_kafka_poll(p->rk, 0);
+  if (!e) return ESR_E_OK;
+  esr_code rc = esr_error_set(err, ESR_E_KAFKA, rd_kafka_error_code(e), "committing a transaction: %s",
+                              rd_kafka_error_string(e));
+  int fatal = rd_kafka_error_is_fatal(e);
+  rd_kafka_error_destroy(e);
+  if (fatal) {
+    p->fenced = 1; /* e.g. fenced by a newer producer of the same transactional.id: the partition moved */
+    return rc;
+  }
+  rd_kafka_error_t *a = rd_kafka_abort_transaction(p->rk, -1);
+  rd_kafka_poll(p->rk, 0);
+  if (a) {
+    if (rd_kafka_error_is_fatal(a)) p->fenced = 1;
+    rd_kafka_error_destroy(a);
+  }
+  return rc;
+}
+
+int esr_publisher_fenced(const esr_publisher *p) { return p->fenced; }
+
 void esr_publisher_free(esr_publisher *p) {
   if (!p) return;
   /* Undelivered messages are purged: their rows stay in the outbox and are sent again by the next owner. */
   for (int i = 0; i < p->n_warm; i++) rd_kafka_topic_destroy(p->warm[i]);
+  if (p->txn && !p->fenced) { /* an open transaction is aborted: nothing of it becomes visible */
+    rd_kafka_error_t *e = rd_kafka_abort_transaction(p->rk, 1000);
+    if (e) rd_kafka_error_destroy(e);
+  }
   rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   rd_kafka_poll(p->rk, 0);
   rd_kafka_flush(p->rk, 100);

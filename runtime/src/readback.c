@@ -1,8 +1,10 @@
-/* readback.c — read one partition from an offset to the end it had when the read began (manual assignment, partition
- * EOF events to know where the end is even when the last offsets are invisible to read_committed). */
+/* readback.c — read partitions from an offset to the end they had when the read began (manual assignment of all of
+ * them at once, partition EOF events to know where each end is even when the last offsets are invisible to
+ * read_committed). */
 #include "readback.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,7 +14,14 @@
 
 struct esr_readback {
   rd_kafka_t *rk;
+  const _Atomic int *interrupt;
 };
+
+void esr_readback_set_interrupt(esr_readback *rb, const _Atomic int *flag) { rb->interrupt = flag; }
+
+static int interrupted(const esr_readback *rb) {
+  return rb->interrupt && atomic_load_explicit(rb->interrupt, memory_order_relaxed);
+}
 
 /* Failures that a client outlives (librdkafka retries them): a read waits them out, up to its timeout. */
 static int transient(rd_kafka_resp_err_t e) {
@@ -96,33 +105,41 @@ static void pause_ms(int ms) {
   nanosleep(&ts, NULL);
 }
 
-/* One ListOffsets answer: RD_KAFKA_OFFSET_BEGINNING (-2) asks for the log start, RD_KAFKA_OFFSET_END (-1) for the end
- * (under read_committed, the last stable offset). rd_kafka_offsets_for_times, not rd_kafka_query_watermark_offsets:
- * in librdkafka 2.0.2 the latter waits for its request without looking at its timeout, and with the broker down it
- * never returned (measured: over 12 minutes with a 3 s timeout). */
-static rd_kafka_resp_err_t list_offset(esr_readback *rb, const esr_readback_range *r, int64_t which, int timeout_ms,
-                                       int64_t *out) {
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, r->topic, r->partition)->offset = which;
+/* ListOffsets for n partitions in one request: RD_KAFKA_OFFSET_BEGINNING (-2) asks for each log start, RD_KAFKA_OFFSET_END
+ * (-1) for each end (under read_committed, the last stable offset). rd_kafka_offsets_for_times, not
+ * rd_kafka_query_watermark_offsets: in librdkafka 2.0.2 the latter waits for its request without looking at its
+ * timeout, and with the broker down it never returned (measured: over 12 minutes with a 3 s timeout). On an error,
+ * *bad is the index of the partition it concerns (-1: the whole request). */
+static rd_kafka_resp_err_t list_offsets(esr_readback *rb, const esr_readback_range *rs, size_t n, int64_t which,
+                                        int timeout_ms, int64_t *out, size_t *bad) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+  for (size_t i = 0; i < n; i++) rd_kafka_topic_partition_list_add(l, rs[i].topic, rs[i].partition)->offset = which;
   rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rb->rk, l, timeout_ms);
-  if (!e) e = l->elems[0].err;
-  if (!e && l->elems[0].offset < 0) e = RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE;
-  *out = l->elems[0].offset;
+  *bad = (size_t)-1;
+  for (size_t i = 0; !e && i < n; i++) {
+    /* the answer keeps the request's order; look each partition up anyway */
+    const rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(l, rs[i].topic, rs[i].partition);
+    e = !tp ? RD_KAFKA_RESP_ERR__FAIL : tp->err ? tp->err : tp->offset < 0 ? RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE : 0;
+    if (e) *bad = i;
+    else out[i] = tp->offset;
+  }
   rd_kafka_topic_partition_list_destroy(l);
   return e;
 }
 
-/* The partition's log start and end, transient failures retried until the deadline. */
-static esr_code watermarks(esr_readback *rb, const esr_readback_range *r, int64_t deadline, int64_t *lo, int64_t *hi,
-                           esr_error *err) {
+/* The log start and end of each partition, transient failures retried until the deadline. */
+static esr_code watermarks(esr_readback *rb, const esr_readback_range *rs, size_t n, int64_t deadline, int64_t *lo,
+                           int64_t *hi, esr_error *err) {
   for (;;) {
+    size_t bad;
     int64_t left = deadline - esr_now_ms();
-    rd_kafka_resp_err_t e = list_offset(rb, r, RD_KAFKA_OFFSET_BEGINNING, left > 0 ? (int)left : 1, lo);
+    rd_kafka_resp_err_t e = list_offsets(rb, rs, n, RD_KAFKA_OFFSET_BEGINNING, left > 0 ? (int)left : 1, lo, &bad);
     if (!e) {
       left = deadline - esr_now_ms();
-      e = list_offset(rb, r, RD_KAFKA_OFFSET_END, left > 0 ? (int)left : 1, hi);
+      e = list_offsets(rb, rs, n, RD_KAFKA_OFFSET_END, left > 0 ? (int)left : 1, hi, &bad);
     }
     if (!e) return ESR_E_OK;
+    const esr_readback_range *r = &rs[bad == (size_t)-1 ? 0 : bad];
     if (unknown(e))
       return esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "%s[%" PRId32 "]: %s",
                            r->topic, r->partition, rd_kafka_err2str(e));
@@ -137,7 +154,7 @@ static esr_code watermarks(esr_readback *rb, const esr_readback_range *r, int64_
 esr_code esr_readback_bounds(esr_readback *rb, const char *topic, int32_t partition, int timeout_ms, int64_t *start,
                              int64_t *end, esr_error *err) {
   esr_readback_range r = {.topic = topic, .partition = partition};
-  return watermarks(rb, &r, esr_now_ms() + (timeout_ms > 0 ? timeout_ms : ESR_READBACK_TIMEOUT_MS), start, end, err);
+  return watermarks(rb, &r, 1, esr_now_ms() + (timeout_ms > 0 ? timeout_ms : ESR_READBACK_TIMEOUT_MS), start, end, err);
 }
 
 esr_code esr_readback_offset_for_time(esr_readback *rb, const char *topic, int32_t partition, int64_t ts_ms,
@@ -163,113 +180,172 @@ esr_code esr_readback_offset_for_time(esr_readback *rb, const char *topic, int32
   }
 }
 
-static esr_code assign_at(esr_readback *rb, const esr_readback_range *r, int64_t offset, esr_error *err) {
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+typedef struct cursor {
+  const esr_readback_range *r;
+  esr_readback_result *res;
+  int64_t pos; /* the next offset to read */
+  int open;
+} cursor;
+
+/* Assigns every open range at its position (replacing the assignment). */
+static esr_code assign_open(esr_readback *rb, const cursor *cs, size_t n, esr_error *err) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
   if (!l) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-  rd_kafka_topic_partition_list_add(l, r->topic, r->partition)->offset = offset;
+  for (size_t i = 0; i < n; i++)
+    if (cs[i].open) rd_kafka_topic_partition_list_add(l, cs[i].r->topic, cs[i].r->partition)->offset = cs[i].pos;
   rd_kafka_resp_err_t e = rd_kafka_assign(rb->rk, l);
   rd_kafka_topic_partition_list_destroy(l);
-  if (e)
-    return esr_error_set(err, ESR_E_KAFKA, e, "%s[%" PRId32 "]: assign: %s", r->topic, r->partition,
-                         rd_kafka_err2str(e));
+  if (e) return esr_error_set(err, ESR_E_KAFKA, e, "%s: assign: %s", cs[0].r->topic, rd_kafka_err2str(e));
   return ESR_E_OK;
 }
 
-static int ours(const rd_kafka_message_t *m, const esr_readback_range *r) {
-  return m->rkt && m->partition == r->partition && strcmp(rd_kafka_topic_name(m->rkt), r->topic) == 0;
+/* The open range a message or event of partition topic/partition belongs to, or NULL. */
+static cursor *cursor_of(cursor *cs, size_t n, const rd_kafka_message_t *m) {
+  if (!m->rkt) return NULL;
+  const char *topic = rd_kafka_topic_name(m->rkt);
+  for (size_t i = 0; i < n; i++)
+    if (cs[i].r->partition == m->partition && strcmp(cs[i].r->topic, topic) == 0) return &cs[i];
+  return NULL;
 }
 
-esr_code esr_readback_scan(esr_readback *rb, const esr_readback_range *r, esr_readback_fn fn, void *arg,
-                           esr_readback_result *res, esr_error *err) {
-  esr_readback_result local;
-  if (!res) res = &local;
-  memset(res, 0, sizeof *res);
-  int timeout = r->timeout_ms > 0 ? r->timeout_ms : ESR_READBACK_TIMEOUT_MS;
-  int64_t deadline = esr_now_ms() + timeout, lo, hi;
+esr_code esr_readback_scan_many(esr_readback *rb, const esr_readback_range *rs, size_t n, esr_readback_fn fn,
+                                void *arg, esr_readback_result *results, esr_error *err) {
+  esr_code rc = ESR_E_OK;
+  cursor *cs = calloc(n ? n : 1, sizeof *cs);
+  int64_t *lo = calloc(n ? n : 1, sizeof *lo), *hi = calloc(n ? n : 1, sizeof *hi);
+  esr_readback_result *local = results ? NULL : calloc(n ? n : 1, sizeof *local);
+  if (!cs || !lo || !hi || (!results && !local)) {
+    rc = esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+    goto done;
+  }
+  if (!results) results = local;
+  memset(results, 0, n * sizeof *results);
+  int timeout = 0;
+  for (size_t i = 0; i < n; i++)
+    if (rs[i].timeout_ms > timeout) timeout = rs[i].timeout_ms;
+  if (timeout <= 0) timeout = ESR_READBACK_TIMEOUT_MS;
+  int64_t deadline = esr_now_ms() + timeout;
   rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
-  esr_code rc = watermarks(rb, r, deadline, &lo, &hi, err);
-  if (rc != ESR_E_OK) return rc;
-  int64_t start = r->start > 0 ? r->start : 0;
-  res->log_start = lo;
-  res->end = r->end >= 0 && r->end < hi ? r->end : hi;
-  res->from = start > lo ? start : lo;
-  res->truncated = start < lo;
-  if (res->from >= res->end) return ESR_E_OK;
-  if ((rc = assign_at(rb, r, res->from, err)) != ESR_E_OK) return rc;
+  if (!n || (rc = watermarks(rb, rs, n, deadline, lo, hi, err)) != ESR_E_OK) goto done;
+  size_t open = 0;
+  for (size_t i = 0; i < n; i++) {
+    esr_readback_result *res = &results[i];
+    int64_t start = rs[i].start > 0 ? rs[i].start : 0;
+    res->log_start = lo[i];
+    res->end = rs[i].end >= 0 && rs[i].end < hi[i] ? rs[i].end : hi[i];
+    res->from = start > lo[i] ? start : lo[i];
+    res->truncated = start < lo[i];
+    cs[i] = (cursor){.r = &rs[i], .res = res, .pos = res->from, .open = res->from < res->end};
+    open += cs[i].open;
+  }
+  if (!open) goto done;
+  if ((rc = assign_open(rb, cs, n, err)) != ESR_E_OK) goto out;
 
-  int64_t pos = res->from; /* the next offset to read */
-  while (pos < res->end) {
+  while (open > 0) {
     int64_t now = esr_now_ms();
+    if (interrupted(rb)) {
+      rc = esr_error_set(err, ESR_E_STATE, 0, "read-back interrupted");
+      goto out;
+    }
     if (now >= deadline) {
+      cursor *c = NULL;
+      for (size_t i = 0; i < n && !c; i++)
+        if (cs[i].open) c = &cs[i];
       rc = esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR__TIMED_OUT,
                          "%s[%" PRId32 "]: nothing read for %d ms at offset %" PRId64 " of [%" PRId64 ", %" PRId64
                          ")%s%s",
-                         r->topic, r->partition, timeout, pos, res->from, res->end, last ? ": " : "",
+                         c->r->topic, c->r->partition, timeout, c->pos, c->res->from, c->res->end, last ? ": " : "",
                          last ? rd_kafka_err2str(last) : "");
       goto out;
     }
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rb->rk, deadline - now < 100 ? (int)(deadline - now) : 100);
+    int wait = rb->interrupt ? 20 : 100;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rb->rk, deadline - now < wait ? (int)(deadline - now) : wait);
     if (!m) continue;
+    cursor *c = cursor_of(cs, n, m);
     if (m->err) {
       rd_kafka_resp_err_t e = m->err;
       int64_t at = m->offset;
-      int mine = ours(m, r);
       rd_kafka_message_destroy(m);
       if (e == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        if (mine && at >= res->end) break;
+        if (c && c->open && at >= c->res->end) {
+          c->open = 0;
+          open--;
+        }
         continue;
       }
-      if (mine && (e == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || e == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE)) {
+      if (c && c->open && (e == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || e == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE)) {
         /* Retention deleted the offsets ahead of the read while it ran: go on from the new log start. */
-        if ((rc = watermarks(rb, r, deadline, &lo, &hi, err)) != ESR_E_OK) goto out;
-        res->log_start = lo;
-        if (lo <= pos) {
+        int64_t l, h;
+        if ((rc = watermarks(rb, c->r, 1, deadline, &l, &h, err)) != ESR_E_OK) goto out;
+        c->res->log_start = l;
+        if (l <= c->pos) {
           rc = esr_error_set(err, ESR_E_KAFKA, e, "%s[%" PRId32 "]: offset %" PRId64 " out of range [%" PRId64
                                                   ", %" PRId64 ")",
-                             r->topic, r->partition, pos, lo, hi);
+                             c->r->topic, c->r->partition, c->pos, l, h);
           goto out;
         }
-        res->truncated = 1;
-        pos = lo;
-        if (pos >= res->end) break;
-        if ((rc = assign_at(rb, r, pos, err)) != ESR_E_OK) goto out;
+        c->res->truncated = 1;
+        c->pos = l;
+        if (c->pos >= c->res->end) {
+          c->open = 0;
+          open--;
+          if (!open) break;
+        }
+        if ((rc = assign_open(rb, cs, n, err)) != ESR_E_OK) goto out;
         deadline = esr_now_ms() + timeout;
         continue;
       }
-      if (mine && unknown(e)) {
-        rc = esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "%s[%" PRId32 "]: %s", r->topic,
-                           r->partition, rd_kafka_err2str(e));
+      if (c && unknown(e)) {
+        rc = esr_error_set(err, ESR_E_KAFKA, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "%s[%" PRId32 "]: %s",
+                           c->r->topic, c->r->partition, rd_kafka_err2str(e));
         goto out;
       }
-      if (mine && !transient(e)) {
-        rc = esr_error_set(err, ESR_E_KAFKA, e, "%s[%" PRId32 "]: reading at %" PRId64 ": %s", r->topic,
-                           r->partition, pos, rd_kafka_err2str(e));
+      if (c && !transient(e)) {
+        rc = esr_error_set(err, ESR_E_KAFKA, e, "%s[%" PRId32 "]: reading at %" PRId64 ": %s", c->r->topic,
+                           c->r->partition, c->pos, rd_kafka_err2str(e));
         goto out;
       }
       last = e; /* a broker or the group coordinator unreachable: librdkafka retries; the deadline bounds the wait */
       continue;
     }
-    if (!ours(m, r) || m->offset < pos) { /* left over from an earlier assignment */
+    if (!c || !c->open || m->offset < c->pos) { /* done, or left over from an earlier assignment */
       rd_kafka_message_destroy(m);
       continue;
     }
-    if (m->offset >= res->end) {
+    if (m->offset >= c->res->end) {
       rd_kafka_message_destroy(m);
-      break;
+      c->open = 0;
+      open--;
+      continue;
     }
-    pos = m->offset + 1;
-    res->read++;
+    c->pos = m->offset + 1;
+    c->res->read++;
     deadline = esr_now_ms() + timeout;
     rc = fn ? fn(arg, m, err) : ESR_E_OK;
     rd_kafka_message_destroy(m);
     if (rc != ESR_E_OK) goto out;
+    if (c->pos >= c->res->end) {
+      c->open = 0;
+      open--;
+    }
   }
   rc = ESR_E_OK;
 out:
   rd_kafka_assign(rb->rk, NULL);
   /* librdkafka drops what was fetched for an old assignment; drain anyway so the next read starts clean. */
   for (rd_kafka_message_t *m; (m = rd_kafka_consumer_poll(rb->rk, 0));) rd_kafka_message_destroy(m);
+done:
+  free(cs);
+  free(lo);
+  free(hi);
+  free(local);
   return rc;
+}
+
+esr_code esr_readback_scan(esr_readback *rb, const esr_readback_range *r, esr_readback_fn fn, void *arg,
+                           esr_readback_result *res, esr_error *err) {
+  esr_readback_result local;
+  return esr_readback_scan_many(rb, r, 1, fn, arg, res ? res : &local, err);
 }
 
 typedef struct collector {

@@ -58,6 +58,9 @@ typedef esr_code (*esr_readback_fn)(void *arg, const rd_kafka_message_t *m, esr_
 
 /* A reader with the kafka.* settings of cfg (only bootstrap.servers is required). NULL on failure (ESR_E_CONFIG). */
 esr_readback *esr_readback_new(const esr_config *cfg, esr_error *err);
+/* A read stops with ESR_E_STATE as soon as *flag is non-zero (looked at least every 20 ms), so that the thread that
+ * reads can serve something more urgent; NULL: never. The flag must outlive the reader. */
+void esr_readback_set_interrupt(esr_readback *rb, const _Atomic int *flag);
 /* Closes the consumer; NULL is a no-op. */
 void esr_readback_free(esr_readback *rb);
 /* The number of partitions of topic (ESR_E_KAFKA when unknown; timeout_ms <= 0: ESR_READBACK_TIMEOUT_MS). */
@@ -75,6 +78,11 @@ esr_code esr_readback_offset_for_time(esr_readback *rb, const char *topic, int32
 /* Calls fn for each message of the range, in offset order. res (may be NULL) is filled as far as the read got. */
 esr_code esr_readback_scan(esr_readback *rb, const esr_readback_range *r, esr_readback_fn fn, void *arg,
                            esr_readback_result *res, esr_error *err);
+/* The same for n ranges at once (one assignment of all their partitions: reading many partitions costs about one
+ * read's round trips, not n): fn gets the messages of every range, each range's in offset order, ranges interleaved;
+ * results[i] (may be NULL) is filled for rs[i]. The longest timeout_ms of the ranges applies. */
+esr_code esr_readback_scan_many(esr_readback *rb, const esr_readback_range *rs, size_t n, esr_readback_fn fn,
+                                void *arg, esr_readback_result *results, esr_error *err);
 /* Adds to `into` the value of every header called `header` (all of them when a message has several) that begins with
  * `prefix` (NULL or "": every value); headers without a value are skipped. */
 esr_code esr_readback_collect(esr_readback *rb, const esr_readback_range *r, const char *header, const char *prefix,

@@ -104,8 +104,7 @@ void esr__slot_commit(applier *a, slot *s) {
       rd_kafka_offsets_store(a->w->rk, l); /* committed in the background, coalesced; fails harmlessly mid-revoke */
     rd_kafka_topic_partition_list_destroy(l);
   }
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", esr__slot_topic(a, s), (int)s->partition, err.msg);
+  esr__gate_want(a, s, 1);
   int64_t next = esr_partition_next_offset(s->p);
   if (s->replay_end < 0) { /* not asked at assignment: librdkafka's cached high watermark, once fetching began */
     int64_t lo = -1, hi = -1;
@@ -193,6 +192,13 @@ int64_t esr__slot_open(applier *a, size_t t, int32_t partition) {
     free(s);
     return -1;
   }
+  if (esr__gate_slot_open(a, s, &err) != ESR_E_OK) {
+    esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: cannot open the partition's transactional producer, not consuming it: %s",
+            topic, (int)partition, err.msg);
+    esr_partition_close(s->p);
+    free(s);
+    return -1;
+  }
   ts->by_partition[partition] = s;
   const esr_position *pos = esr_partition_committed(s->p);
   int64_t now = esr_now_ms();
@@ -219,8 +225,7 @@ int64_t esr__slot_open(applier *a, size_t t, int32_t partition) {
           " dead-lettered so far; apply thread %d; opened in %" PRId64 " ms); recovery: %s in %" PRId64 " ms%s%s%s",
           topic, (int)partition, pos->next_offset, pos->applied, pos->dead, a->index, now - t0,
           esr_recovery_step_name(rr.step), rr.elapsed_ms, behind, rr.detail[0] ? "; " : "", rr.detail);
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", topic, (int)partition, err.msg);
+  esr__gate_want(a, s, 0); /* rows a previous run left: published by the next round, after the read-back */
   return pos->next_offset;
 nomem:
   esr_log(ESR_LOG_ERROR, "worker", "%s[%d]: out of memory: not consuming the partition", a->w->cfg->topics[t],
@@ -228,11 +233,13 @@ nomem:
   return -1;
 }
 
-/* Commits, waits a bounded time for the partition's outbox deliveries, deletes what was acknowledged, closes. */
+/* Commits, publishes the outbox (gate.c; waits a bounded time for the deliveries and deletes what was acknowledged),
+ * checkpoints and closes: the next owner finds a clean outbox and marks that spare it reading back. */
 void esr__slot_close(applier *a, slot *s) {
   esr_error err;
   esr__slot_commit(a, s);
   esr_partition_rollback(s->p); /* a batch that could not commit is redone by the next owner */
+  esr__gate_flush(a, s, 1, esr_now_ms() + REVOKE_FLUSH_MS);
   int64_t next = esr_partition_committed(s->p)->next_offset;
   /* Whether a checkpoint holds this state is judged from the files, not from the last request: a request can be
    * coalesced into a job that copied an older state, or still be queued when the worker stops. */
@@ -248,10 +255,6 @@ void esr__slot_close(applier *a, slot *s) {
       esr_log(ESR_LOG_WARN, "checkpoint", "%s[%d]: no checkpoint at release: %s", esr__slot_topic(a, s), (int)s->partition,
               err.msg);
   }
-  int64_t deadline = esr_now_ms() + REVOKE_FLUSH_MS;
-  while (esr_partition_in_flight(s->p) > 0 && esr_now_ms() < deadline) esr_publisher_poll(a->pub, 50);
-  if (esr_partition_tick(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: %s", esr__slot_topic(a, s), (int)s->partition, err.msg);
   esr_log(ESR_LOG_INFO, "worker", "%s[%d]: released at offset %" PRId64, esr__slot_topic(a, s), (int)s->partition,
           esr_partition_committed(s->p)->next_offset);
   int corrupt = s->corrupt;
@@ -260,6 +263,7 @@ void esr__slot_close(applier *a, slot *s) {
   esr_metrics_state(s->m, ESR_PSTATE_UNOWNED);
   a->topics[t].by_partition[partition] = NULL;
   esr_verify_release(s->verify);
+  esr__gate_slot_close(a, s);
   esr_partition_close(s->p);
   free(s);
   if (corrupt) { /* the next owner must not resume from it: it climbs the ladder from a checkpoint or the log */
@@ -282,6 +286,7 @@ void esr__slot_rebuild(applier *a, slot *s, const char *reason) {
   esr_metrics_state(s->m, ESR_PSTATE_RECOVERING);
   a->topics[t].by_partition[partition] = NULL;
   esr_verify_release(s->verify);
+  esr__gate_slot_close(a, s);
   esr_partition_close(s->p); /* rolls back the open batch */
   free(s);
   char aside[4300];
@@ -321,9 +326,7 @@ void esr__slot_check_verdict(applier *a, slot *s) {
   esr_verify_release(s->verify);
   s->verify = NULL;
   esr_partition_hold(s->p, 0);
-  esr_error err;
-  if (esr_partition_publish(s->p, &err) != ESR_E_OK)
-    esr_log(ESR_LOG_WARN, "outbox", "%s[%d]: publishing: %s", esr__slot_topic(a, s), (int)s->partition, err.msg);
+  esr__gate_want(a, s, 1);
 }
 
 /* The stored offset is not in the log: never skip, stop the partition and say what is missing. Either retention

@@ -107,7 +107,10 @@ static const char SCHEMA[] =
     "  name TEXT PRIMARY KEY, schema_version INTEGER NOT NULL, plugin_version TEXT);"
     "CREATE TABLE IF NOT EXISTS esr_outbox("
     "  seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB, value BLOB,"
-    "  src_offset INTEGER NOT NULL, src_index INTEGER NOT NULL, reason TEXT, error TEXT);";
+    "  src_offset INTEGER NOT NULL, src_index INTEGER NOT NULL, reason TEXT, error TEXT);"
+    /* the highest acknowledged offset of each output topic-partition (esr/outputs.h) */
+    "CREATE TABLE IF NOT EXISTS esr_outputs("
+    "  topic TEXT NOT NULL, partition INTEGER NOT NULL, acked INTEGER NOT NULL, PRIMARY KEY(topic, partition));";
 
 static void cache_free(stmt_cache *c);
 

@@ -6,8 +6,8 @@
  * which is why no fsync per event is needed. A store is used by one thread at a time. Transactions nest one level:
  * a batch (begin/commit/rollback) holds per-event savepoints (savepoint/release/rollback_to). While the `guard` is on
  * (handler code runs), an SQLite authorizer denies transaction control, ATTACH, DETACH, durability pragmas and any
- * change to esr's own tables (esr_offsets, esr_outbox, esr_handlers), so a plugin cannot break the batch's atomicity
- * or lose a dead letter. Statements handed out by esr_store_stmt are cached for the store's life.
+ * change to esr's own tables (esr_offsets, esr_outbox, esr_outputs, esr_handlers), so a plugin cannot break the
+ * batch's atomicity or lose a dead letter. Statements handed out by esr_store_stmt are cached for the store's life.
  */
 #ifndef ESR_STORE_H
 #define ESR_STORE_H

@@ -8,7 +8,9 @@
  * slot.c is one partition's life on its apply thread: recovery and open, commit, pause and retry after a lost batch,
  * rebuild of a damaged database, gaps in the log, release. Threads: everything in slot.c and applier.c runs on the
  * apply thread that owns the partition, except esr__applier_submit and esr__applier_wait (main thread); assign.c runs
- * on the main thread (librdkafka's rebalance callback is served there).
+ * on the main thread (librdkafka's rebalance callback is served there). gate.c is the apply thread's publication gate:
+ * nothing a partition produced (dead letters, emits) leaves the process before its read-back ran, and in group mode
+ * before an ownership check of the current round passed.
  */
 #ifndef ESR_WORKER_INT_H
 #define ESR_WORKER_INT_H
@@ -25,6 +27,7 @@
 #include "hygiene.h"
 #include "metrics.h"
 #include "partition.h"
+#include "readback.h"
 #include "recovery.h"
 #include "registry.h"
 #include "worker.h"
@@ -58,7 +61,21 @@ typedef struct slot {
   esr_pmetrics *m;           /* its metrics (esr/metrics.h), or NULL */
   int64_t sampled_at;        /* esr_now_ms of the last outbox count for the metrics */
   char corrupt_why[400];
+  int publish_wanted;        /* committed outbox rows wait for a publication round (gate.c) */
+  int checking;              /* part of the ownership check under way */
+  esr_publisher *txn;        /* outputs.transactional: the partition's own transactional producer */
 } slot;
+
+/* What an apply thread's publication gate did (gate.c), for logs and metrics. */
+typedef struct gate_stats {
+  int64_t rounds;        /* ownership checks that passed, each followed by a publication */
+  int64_t refused;       /* checks that failed: the round was dropped, its rows stayed in the outbox */
+  int64_t window_max_us; /* longest time from sending a check to the last row of its round handed to the producer */
+  int64_t window_sum_us;
+  int64_t answer_max_us;  /* ... of which the longest wait for the check's answer (until it was served) */
+  int64_t publish_max_us; /* ... and the longest publication after it */
+  int64_t readback_failures;
+} gate_stats;
 
 typedef struct topic_slots {
   rd_kafka_topic_t *rkt; /* as seen on messages, to find the topic without strcmp */
@@ -99,6 +116,14 @@ struct applier {
   int open_batches;
   _Atomic int ctl_pending; /* the main thread queued a request: end the round */
   _Atomic int64_t consumed;
+  esr_readback *rb;          /* reads outputs back (NULL: outputs.readback = false) */
+  rd_kafka_queue_t *check_q; /* answers to this thread's ownership checks (group mode) */
+  int check_in_flight;
+  _Atomic int check_ready; /* the answer to the check under way arrived: end the round (set by librdkafka's thread) */
+  int64_t check_sent_us, check_retry_at, readback_retry_at;
+  int64_t refused_logged_at; /* esr_now_ms of the last "ownership check failed" line */
+  int refused_unlogged;
+  gate_stats gate;
 };
 
 struct esr_worker {
@@ -148,6 +173,7 @@ void esr__applier_fini(esr_worker *w, applier *a);
 void *esr__applier_main(void *arg);
 void esr__applier_submit(applier *a, ctl *c); /* main thread: queue a request and wake the applier */
 void esr__applier_wait(applier *a, ctl *c);   /* main thread: wait until the request was served */
+void esr__applier_delivery(void *opaque, const esr_delivery *d); /* delivery reports of the thread's producers */
 
 /* slot.c (the owning apply thread) */
 slot *esr__slot_find(applier *a, size_t t, int32_t partition);
@@ -165,5 +191,25 @@ void esr__slot_close(applier *a, slot *s);
 void esr__slot_rebuild(applier *a, slot *s, const char *reason);
 void esr__slot_check_verdict(applier *a, slot *s);
 void esr__slot_gap(applier *a, slot *s);
+
+/* gate.c (the owning apply thread) */
+esr_code esr__gate_init(applier *a, esr_error *err);
+void esr__gate_fini(applier *a);
+/* s may have committed rows to publish: static assignment publishes them now when `now` (after a commit), else at the
+ * next round; group assignment at the next round, after its ownership check. */
+void esr__gate_want(applier *a, slot *s, int now);
+/* Serves ownership checks' answers (their rounds publish) and starts the next round's read-backs and check. */
+void esr__gate_poll(applier *a);
+void esr__gate_round(applier *a);
+/* Release (s) and shutdown (NULL: every partition of the thread): publishes what there is, and waits for the
+ * deliveries until `deadline` (esr_now_ms); acknowledged rows are deleted. Shutdown reads back first and, in group
+ * mode, asks an ownership check. A release, inside a rebalance, waits for neither: a revoked partition is still this
+ * worker's and publishes (unless its read-back is due: its next owner reads back and publishes), a lost one
+ * publishes nothing. */
+void esr__gate_flush(applier *a, slot *only, int release, int64_t deadline);
+/* A slot opens or closes: its transactional producer (outputs.transactional). */
+esr_code esr__gate_slot_open(applier *a, slot *s, esr_error *err);
+void esr__gate_slot_close(applier *a, slot *s);
+void esr__gate_log_stats(applier *a);
 
 #endif

@@ -4,7 +4,8 @@
  * on the stream produced in bulk and on the same events produced in small message sets; a naive worker (one event per
  * transaction and a synchronous Kafka offset commit per event), recovery after kill -9 with a large state (written
  * into the partition databases) and a small one, the worker's peak RSS, esr replay. Every figure is measured
- * --repeats times (median, min, max). Targets are printed as PASS/MISS for information; the exit code is 0 whenever
+ * --repeats times (median, min, max); and what publishing once costs (the catch-up with and without the outputs'
+ * read-back, from offset 0 and after a restart from checkpoints). Targets are printed as PASS/MISS for information; the exit code is 0 whenever
  * everything could be measured, 1 when something could not (a worker died, the mock cluster dropped events, ...), 2
  * on bad options. Progress goes to stderr, the table to stdout. Not part of the test suite. */
 #include <cjson/cJSON.h>
@@ -23,6 +24,7 @@
 
 #include "bench.h"
 #include "config.h"
+#include "esrt_recovery.h"
 #include "store.h"
 #include "esrt_kafka.h"
 
@@ -174,10 +176,11 @@ enum {
   PH_RECOVERY = 64,
   PH_REPLAY = 128,
   PH_PEER = 256,
-  PH_ALLOC = 512
+  PH_ALLOC = 512,
+  PH_READBACK = 1024
 };
 static const char *const PHASES[] = {"consume", "parse", "store", "esr",  "rss", "naive",
-                                     "recovery", "replay", "peer", "alloc", NULL};
+                                     "recovery", "replay", "peer", "alloc", "readback", NULL};
 enum { ST_BULK = 1, ST_SETS = 2 }; /* the streams: produced in bulk, and in small message sets */
 
 typedef struct options {
@@ -234,6 +237,10 @@ static void usage(FILE *out) {
           "                  exit, replay.json written), against the worker's catch-up of the same run; then a replay\n"
           "                  of partition 0 to a recent offset with the worker's configuration, which starts from the\n"
           "                  worker's checkpoint and applies only the events after it (both counts printed)\n"
+          "  readback        publishing once: the esr figure with outputs.readback = true and = false (each partition\n"
+          "                  reads back the dead letters an earlier run published and drops them, or publishes them\n"
+          "                  again to another topic), and the same after a restart from checkpoints at half of each\n"
+          "                  partition's log (events replayed per second)\n"
           "and prints a table with ratios and the issue's targets (PASS/MISS, information only).\n"
           "Exit code 0 when everything was measured, 1 when something could not be, 2 on bad options.\n"
           "\n"
@@ -256,7 +263,8 @@ static void usage(FILE *out) {
           "  --esr PATH          the esr binary (default %s)\n"
           "  --handler PATH      the ledger plugin (default %s/handlers/ledger.so)\n"
           "  --only LIST         measure only these figures (comma-separated): consume, parse, store, esr, peer,\n"
-          "                      alloc, rss, naive, recovery, replay (default: all; replay and alloc bring esr)\n"
+          "                      alloc, rss, naive, recovery, replay, readback (default: all; replay and alloc bring\n"
+          "                      esr)\n"
           "  --set KEY=VALUE     a worker configuration key for every worker of the run (repeatable), e.g.\n"
           "                      --set apply.threads=1; batch.max.events and sqlite.cache.mb also apply to the store\n"
           "                      limit. The naive worker's batch.max.events and offsets.commit.sync are its own.\n"
@@ -280,7 +288,7 @@ static void parse_options(int argc, char **argv, options *o) {
   static char handler[1024];
   snprintf(handler, sizeof handler, "%s/handlers/ledger.so", ESR_BUILD_DIR);
   *o = (options){.events = 2000000, .repeats = 3, .naive_seconds = 10, .small_accounts = 1000, .brokers = 3,
-                 .bad_share = 0.01, .seed = 6, .esr_bin = ESR_BIN, .handler = handler, .only = 1023,
+                 .bad_share = 0.01, .seed = 6, .esr_bin = ESR_BIN, .handler = handler, .only = 2047,
                  .large_accounts = 10000000, .streams = ST_BULK | ST_SETS, .set_messages = 5,
                  .python = "/usr/bin/python3", .peer = ESR_PEER_SCRIPT, .esr_glibc = g_glibc_bin};
   static const struct option opts[] = {
@@ -363,7 +371,7 @@ static void parse_options(int argc, char **argv, options *o) {
         while (PHASES[i] && strcmp(PHASES[i], t) != 0) i++;
         if (!PHASES[i]) {
           fprintf(stderr, "esr-bench: --only: unknown figure '%s' (%s)\n", t,
-                  "consume, parse, store, esr, peer, alloc, rss, naive, recovery, replay");
+                  "consume, parse, store, esr, peer, alloc, rss, naive, recovery, replay, readback");
           exit(2);
         }
         o->only |= 1 << i;
@@ -539,6 +547,7 @@ typedef struct bench {
   int cp_done;                            /* the replay from a checkpoint was measured */
   int64_t cp_to, cp_from, cp_applied;     /* partition 0: target, the checkpoint it started from, events applied */
   double cp_ms;
+  figure rb_on, rb_off, cp_on, cp_off; /* publishing once: catch-up and restart from checkpoints, read-back on/off */
   double large_mb; /* the large recovery state's databases, MB */
   char rec_big_name[64], rec_small_name[64], rss_all_name[64];
   char consume_name[2][48], esr_name[2][48], peer_name[2][48];
@@ -802,6 +811,65 @@ static void phase_naive(bench *b) {
   }
 }
 
+/* ---- publishing once (issue 14): the read-back's cost ---- */
+
+static const char *TDO = "bench.dlq-off"; /* where the runs without read-back publish: TD keeps one copy of each */
+
+/* One run of a worker owning every partition until it caught up: seconds from process start. */
+static double run_to_end(bench *b, const char *dir, const char *dlq, const char *extra) {
+  bench_worker w;
+  bench_poller *pl = bench_poller_new(dir, T, b->o.partitions);
+  bench_worker_start(&w, &b->env, T, dlq, dir, b->parts_all, extra);
+  double done = bench_wait_caught_up(&w, pl, b->st[0].hwm, 0, b->o.partitions, 2, 900);
+  bench_poller_free(pl);
+  bench_worker_stop(&w);
+  return done - w.started;
+}
+
+static void phase_readback(bench *b) {
+  int64_t per_part = (int64_t)(b->n / b->o.partitions);
+  char prep[1100], saved[1100], extra[256], cmd[3000];
+  state_dir("readback-prep", 0, prep, sizeof prep);
+  snprintf(saved, sizeof saved, "%s/readback-checkpoints", g_root);
+  /* Not measured: a catch-up that publishes the stream's dead letters to TD once and leaves a checkpoint of every
+   * partition at about half its log. */
+  bench_progress("readback: a first catch-up (not measured) publishes the dead letters and checkpoints every "
+                 "partition at about half its log");
+  snprintf(extra, sizeof extra, "checkpoint.interval.events = %" PRId64 "\ncheckpoint.on.release = false\n",
+           per_part / 2 > 0 ? per_part / 2 : 1);
+  run_to_end(b, prep, TD, extra);
+  snprintf(cmd, sizeof cmd, "mv '%s/checkpoints' '%s'", prep, saved);
+  if (system(cmd) != 0) bench_fail("%s", cmd);
+  rm_state(prep);
+  int64_t replay = 0;
+  for (int p = 0; p < b->o.partitions; p++) {
+    int64_t off = 0;
+    if (esrt_checkpoint_offsets(saved, T, p, &off, 1) != 1) bench_fail("no checkpoint of partition %d in %s", p, saved);
+    replay += b->st[0].hwm[p] - off;
+  }
+  bench_progress("  %" PRId64 " events to replay after a restart from those checkpoints", replay);
+  for (int r = 0; r < b->o.repeats; r++) {
+    for (int k = 0; k < 4; k++) {
+      int on = (k + r) % 2 == 0, from_cp = k >= 2; /* on and off alternate, each first in every other repeat */
+      char dir[1100];
+      state_dir(from_cp ? (on ? "cp-on" : "cp-off") : (on ? "rb-on" : "rb-off"), r, dir, sizeof dir);
+      if (from_cp) {
+        if (mkdir(dir, 0755) != 0) bench_fail("mkdir %s", dir);
+        snprintf(cmd, sizeof cmd, "cp -a '%s' '%s/checkpoints'", saved, dir);
+        if (system(cmd) != 0) bench_fail("%s", cmd);
+      }
+      snprintf(extra, sizeof extra, "outputs.readback = %s\ncheckpoint.on.release = false\n", on ? "true" : "false");
+      double dt = run_to_end(b, dir, on ? TD : TDO, extra);
+      double events = from_cp ? (double)replay : b->n;
+      figure *f = from_cp ? (on ? &b->cp_on : &b->cp_off) : (on ? &b->rb_on : &b->rb_off);
+      add(f, events / dt);
+      bench_progress("  %d/%d %s: %.2f s, %.0f events/s", r + 1, b->o.repeats, f->name, dt, events / dt);
+      rm_state(dir);
+    }
+  }
+  esrt_rmtree(saved);
+}
+
 static void phase_recovery(bench *b) {
   if (!b->big_state[0]) {
     state_dir("esr-bulk", 0, b->big_state, sizeof b->big_state);
@@ -1001,7 +1069,8 @@ static void print_table(bench *b, long cores, const char *load_start, const char
     for (int k = 0; i == 0 && k < b->n_alloc; k++) row(&b->alloc[k], st);
     row(&st->peer, st);
   }
-  const figure *rest[] = {&b->replay, &b->naive, &b->rec_big, &b->rec_small, &b->rss8, &b->rss_all};
+  const figure *rest[] = {&b->replay, &b->naive, &b->rec_big, &b->rec_small, &b->rss8,
+                          &b->rss_all, &b->rb_on, &b->rb_off, &b->cp_on, &b->cp_off};
   for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) row(rest[i], &b->st[0]);
   if (b->large_mb > 0) printf("(the large recovery state: %.0f MB of partition databases)\n", b->large_mb);
 
@@ -1056,6 +1125,11 @@ static void print_table(bench *b, long cores, const char *load_start, const char
   snprintf(v, sizeof v, "%.1f MB", ra);
   snprintf(what, sizeof what, "peak RSS <= 200 MB with %d partitions", o->partitions);
   target(what, has(&b->rss_all), v, ra <= 200);
+  int rbs = has(&b->rb_on) && has(&b->rb_off) && has(&b->cp_on) && has(&b->cp_off);
+  double d0 = rbs ? 1 - median(&b->rb_on) / median(&b->rb_off) : 0;
+  double d1 = rbs ? 1 - median(&b->cp_on) / median(&b->cp_off) : 0;
+  snprintf(v, sizeof v, "%+.1f %% from 0, %+.1f %% from checkpoints", -100 * d0, -100 * d1);
+  target("read-back costs < 10 % of the catch-up rate", rbs, v, d0 < 0.10 && d1 < 0.10);
   double r8 = has(&b->rss8) ? median(&b->rss8) : 0;
   snprintf(v, sizeof v, "%.1f MB", r8);
   target("peak RSS <= 150 MB with 8 partitions", has(&b->rss8), v, r8 <= 150);
@@ -1185,6 +1259,10 @@ int main(int argc, char **argv) {
   b.rec_small = (figure){.name = b.rec_small_name, .unit = MILLIS};
   b.rss_all = (figure){.name = b.rss_all_name, .unit = MEGABYTES};
   b.replay = (figure){.name = "replay (esr replay, from 0)", .unit = RATE};
+  b.rb_on = (figure){.name = "esr, read-back on", .unit = RATE};
+  b.rb_off = (figure){.name = "esr, read-back off", .unit = RATE};
+  b.cp_on = (figure){.name = "replay, read-back on", .unit = RATE};
+  b.cp_off = (figure){.name = "replay, read-back off", .unit = RATE};
 
   if (o->only & PH_ALLOC) alloc_variants(&b);
   for (int i = 0; i < 2; i++)
@@ -1203,6 +1281,7 @@ int main(int argc, char **argv) {
   if (o->only & PH_RSS) phase_rss8(&b);
   if (o->only & PH_NAIVE) phase_naive(&b);
   if (o->only & PH_RECOVERY) phase_recovery(&b);
+  if (o->only & PH_READBACK) phase_readback(&b);
   esrt_producer_free(b.prod);
   rd_kafka_destroy(client);
   esrt_mock_stop(&b.mock);

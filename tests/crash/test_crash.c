@@ -8,6 +8,11 @@
  * the rest of the stream is produced, a cold worker catches up (its throughput is printed), and every account's
  * balance, every partition's position and log digest, and the set of dead-lettered source offsets with their reasons
  * must equal the oracle's, which folds the topic read back from Kafka. Any difference fails and prints the first ones.
+ * Outputs are published once: the handler (tests/plugins/ledger_echo.c) emits one event per applied event, and the
+ * dead-letter topic and the emitted events, read with isolation.level=read_committed, must hold each esr-source
+ * exactly once, and exactly those the oracle expects. The premise of that count is asserted too: at least
+ * MIN_PUBLISHED_KILLS kills struck while rows already in Kafka were still in an outbox (read after each kill from the
+ * databases and from the output topics), which is when a restart would publish them again without the read-back.
  *
  * Environment: ESR_CRASH_SEED (default: from the clock; always printed), ESR_CRASH_EVENTS (default 40000),
  * ESR_CRASH_KILLS (default 56, never below 50), ESR_CRASH_GROUP_ROUNDS (default 3).
@@ -31,9 +36,10 @@
 #include "esrt_ledger.h"
 #include "esrt_state.h"
 
-#define LEDGER_SO ESR_BUILD_DIR "/handlers/ledger.so"
+#define LEDGER_SO ESR_BUILD_DIR "/tests/plugins/ledger_echo.so" /* the ledger, emitting one event per applied event */
 #define P 4
 #define MIN_MID_BATCH_KILLS 20 /* of at least 50, half of them aimed at an open batch */
+#define MIN_PUBLISHED_KILLS 10 /* kills with rows in an outbox that were already in Kafka */
 
 static long env_long(const char *name, long def) {
   const char *v = getenv(name);
@@ -42,6 +48,7 @@ static long env_long(const char *name, long def) {
 
 static void free_producer(void *p) { esrt_producer_free(p); }
 static void free_client(void *rk) { rd_kafka_destroy(rk); }
+static void free_tail(void *t) { esrt_tail_free(t); }
 
 static uint64_t mix(uint64_t *s) { /* splitmix64, for the kill schedule */
   uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
@@ -62,7 +69,29 @@ typedef struct run {
   int busy_kills; /* kills that struck while delivered events were still unapplied */
   int mid_batch_kills; /* kills that struck while a batch transaction was open (the in-flight marker says so) */
   int64_t worst_restart_ms;
+  esrt_tail *tail;      /* the output topics, read after each kill */
+  int published_kills;  /* kills after which an outbox held rows already in Kafka */
+  int64_t published_rows;
 } run;
+
+typedef struct outbox_count {
+  const esrt_tail *tail;
+  int64_t rows, in_kafka;
+} outbox_count;
+
+static void count_row(void *arg, const char *key) {
+  outbox_count *c = arg;
+  c->rows++;
+  c->in_kafka += esrt_tail_has(c->tail, key);
+}
+
+/* After a kill: how many rows of the outboxes were already in the output topics (published, not yet deleted). */
+static int64_t published_in_outboxes(run *R) {
+  assert_int_equal(0, esrt_tail_catch_up(R->tail, 60000));
+  outbox_count c = {R->tail, 0, 0};
+  for (int p = 0; p < P; p++) assert_int_equal(0, esrt_outbox_keys(R->state_dir, "ledger", p, count_row, &c));
+  return c.in_kafka;
+}
 
 static void produce_one(run *R) {
   esrt_event *e = &R->ev[R->produced++];
@@ -171,6 +200,9 @@ static void kill_round(run *R, int round, int rounds, int group) {
   if (consumed_total(R) < delivered) R->busy_kills++;
   if (batch_was_open(R)) R->mid_batch_kills++;
   if (group) R->group_kills++;
+  int64_t published = published_in_outboxes(R);
+  if (published > 0) R->published_kills++;
+  R->published_rows += published;
   while (paced_done++ < paced && R->produced < R->phase_a_end) produce_one(R); /* the rest arrives while it is dead */
 }
 
@@ -190,7 +222,8 @@ static void crash_many_times(void **state) {
   fflush(stdout);
   R.rng = seed;
 
-  const char *topics[] = {"ledger:4", "ledger.dlq:1", NULL};
+  /* the mock keeps at most 5 MiB per partition: enough partitions for the outputs that none is dropped */
+  const char *topics[] = {"ledger:4", "ledger.dlq:1", "ledger.out:4", NULL};
   assert_int_equal(0, esrt_mock_start(&R.mock, ESR_BIN, R.c->dir, 3, topics, 20000));
   esrt_gen_opts g = {.seed = seed, .events = (int)events, .accounts = 2000, .partitions = P, .bad_share = 0.05,
                      .whale = 1, .prefix_kinds = 1};
@@ -200,6 +233,9 @@ static void crash_many_times(void **state) {
   R.prod = esrt_case_defer(R.c, free_producer, esrt_producer_new(R.mock.bootstrap));
   assert_non_null(R.prod);
   snprintf(R.state_dir, sizeof R.state_dir, "%s/state", R.c->dir);
+  const char *outputs[] = {"ledger.dlq", "ledger.out", NULL};
+  R.tail = esrt_case_defer(R.c, free_tail, esrt_tail_new(R.mock.bootstrap, outputs));
+  assert_non_null(R.tail);
 
   /* The kill rounds: group rounds in a row in the middle, static ones around them. */
   int64_t t_kills = esrt_now_ms();
@@ -212,8 +248,13 @@ static void crash_many_times(void **state) {
          "consumed so far\n",
          R.kills, (double)(esrt_now_ms() - t_kills) / 1000.0, R.group_kills, R.worst_restart_ms, R.busy_kills,
          R.mid_batch_kills, after_kills, R.phase_a_end);
+  printf("# %d kills struck while an outbox held rows already in Kafka (%" PRId64 " such rows in all): a restart "
+         "without the read-back would publish them again\n",
+         R.published_kills, R.published_rows);
   /* The premise of the whole suite: kills that land inside a batch, between its first write and its COMMIT. */
   assert_true(R.mid_batch_kills >= MIN_MID_BATCH_KILLS);
+  /* ... and of publishing once: kills between a publication and the deletion of its rows. */
+  assert_true(R.published_kills >= MIN_PUBLISHED_KILLS);
 
   /* The rest of the stream, then a cold restart that must catch up with everything. */
   while (R.produced < R.n) produce_one(&R);
@@ -262,12 +303,23 @@ static void crash_many_times(void **state) {
   assert_int_equal(0, esrt_consume_all(R.mock.bootstrap, "ledger.dlq", &dlq, 60000));
   esrt_dlq_summary sum;
   size_t dlq_diffs = esrt_compare_dlq(o, "ledger", &src, &dlq, &sum, stderr, 20);
+  assert_true(esrt_topic_whole(rk, "ledger.dlq") && esrt_topic_whole(rk, "ledger.out")); /* counts of whole topics */
+  esrt_records out = {0};
+  assert_int_equal(0, esrt_consume_all(R.mock.bootstrap, "ledger.out", &out, 60000));
+  esrt_dlq_summary emitted;
+  size_t emit_diffs = esrt_compare_emits(o, "ledger", &src, &out, &emitted, stderr, 20);
   printf("# verdict: %zu/%zu accounts, %d partitions (offsets, counts, log digests); dead letters: %zu expected, "
-         "%zu distinct in the DLQ (+%zu duplicates re-sent after kills); %zu state and %zu dead-letter differences\n",
-         st.n_accounts, n_acc, P, esrt_oracle_dead_count(o), sum.distinct, sum.duplicates, state_diffs, dlq_diffs);
+         "%zu distinct in the DLQ, %zu duplicates; emitted events: %zu distinct, %zu duplicates (read_committed); "
+         "%zu state, %zu dead-letter and %zu emit differences\n",
+         st.n_accounts, n_acc, P, esrt_oracle_dead_count(o), sum.distinct, sum.duplicates, emitted.distinct,
+         emitted.duplicates, state_diffs, dlq_diffs, emit_diffs);
   assert_int_equal(0, state_diffs);
   assert_int_equal(0, dlq_diffs);
+  assert_int_equal(0, emit_diffs);
+  assert_int_equal(0, sum.duplicates);
+  assert_int_equal(0, emitted.duplicates);
   assert_true(R.kills >= 50);
+  esrt_records_free(&out);
 
   esrt_state_free(&st);
   esrt_records_free(&dlq);

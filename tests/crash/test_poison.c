@@ -5,6 +5,9 @@
  * other event is applied exactly once (the ledger oracle, with the 5 forced to "crash"), and the worker is running.
  * It also checks the count of deaths: a poison event costs max.crash.retries + 1 deaths at most (the batch is retried,
  * then re-applied one event per transaction, and the event the signal was recorded on is skipped without dying again).
+ * The handler emits one event per applied event (tests/plugins/ledger_echo.c under the poison): the dead letters and
+ * the emitted events, read with isolation.level=read_committed, must hold each esr-source exactly once. The premise:
+ * some deaths struck while an outbox held rows already in Kafka (counted after each death).
  */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -31,6 +34,17 @@
 
 static void free_producer(void *p) { esrt_producer_free(p); }
 static void free_client(void *rk) { rd_kafka_destroy(rk); }
+static void free_tail(void *t) { esrt_tail_free(t); }
+
+typedef struct outbox_count {
+  const esrt_tail *tail;
+  int64_t in_kafka;
+} outbox_count;
+
+static void count_row(void *arg, const char *key) {
+  outbox_count *c = arg;
+  c->in_kafka += esrt_tail_has(c->tail, key);
+}
 
 /* Rewrites a ledger deposit so that the poison plugin crashes on it: "data":{ -> "data":{"poison":"<how>", */
 static void poison(esrt_event *e, const char *how) {
@@ -70,6 +84,7 @@ typedef struct poison_plan {
   const char *how[8];  /* how each one crashes */
   int32_t part[8];     /* the partition of each (-1: any deposit, spread over the stream) */
   int gap;             /* >0: each poison event of a partition is at most this many offsets after the previous one */
+  int min_published_deaths; /* the premise of the duplicate count: deaths while an outbox held rows already in Kafka */
 } poison_plan;
 
 /* Produces a ledger stream with the plan's poison events, runs the worker under a supervisor that restarts it
@@ -83,7 +98,7 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
   setenv("ASAN_OPTIONS", opts, 1);
 
   esrt_mock mock;
-  const char *topics[] = {"ledger:4", "ledger.dlq:1", NULL};
+  const char *topics[] = {"ledger:4", "ledger.dlq:1", "ledger.out:2", NULL};
   assert_int_equal(0, esrt_mock_start(&mock, ESR_BIN, c->dir, 3, topics, 20000));
   esrt_gen_opts g = {.seed = 4242, .events = plan->events, .accounts = 1000, .partitions = P, .bad_share = 0.02};
   size_t n;
@@ -136,6 +151,10 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
                                                "assignment = static\npartitions = 0-3\nmax.crash.retries = %d\n"
                                                "batch.max.events = %d\napply.threads = %d\n",
                                                RETRIES, plan->batch_max, plan->threads));
+  const char *outputs[] = {"ledger.dlq", "ledger.out", NULL};
+  esrt_tail *tail = esrt_case_defer(c, free_tail, esrt_tail_new(mock.bootstrap, outputs));
+  assert_non_null(tail);
+  int published_deaths = 0;
   /* The supervisor: restart the worker whenever it dies, until it has consumed the whole stream. */
   esrt_proc w;
   int deaths = 0, by_signal[65] = {0};
@@ -155,6 +174,10 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
       }
       by_signal[(code - 128) & 63]++;
       deaths++;
+      assert_int_equal(0, esrt_tail_catch_up(tail, 60000));
+      outbox_count oc = {tail, 0};
+      for (int p = 0; p < P; p++) assert_int_equal(0, esrt_outbox_keys(state_dir, "ledger", p, count_row, &oc));
+      published_deaths += oc.in_kafka > 0;
       if (deaths > max_deaths) {
         fprintf(stderr, "%d deaths: more than max.crash.retries + 1 per poison event (%d): a verdict was lost\n",
                 deaths, max_deaths);
@@ -200,6 +223,12 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
   assert_int_equal(0, esrt_consume_all(mock.bootstrap, "ledger.dlq", &dlq, 60000));
   esrt_dlq_summary sum;
   size_t dlq_diffs = esrt_compare_dlq(o, "ledger", &src, &dlq, &sum, stderr, 20);
+  assert_true(esrt_topic_whole(rk, "ledger.dlq") && esrt_topic_whole(rk, "ledger.out"));
+  esrt_records out = {0};
+  assert_int_equal(0, esrt_consume_all(mock.bootstrap, "ledger.out", &out, 60000));
+  esrt_dlq_summary emitted;
+  size_t emit_diffs = esrt_compare_emits(o, "ledger", &src, &out, &emitted, stderr, 20);
+  esrt_records_free(&out);
   int crash_letters = 0;
   for (size_t i = 0; i < dlq.n; i++) {
     const char *reason = esrt_record_header(&dlq.v[i], "esr-reason");
@@ -209,11 +238,17 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
       crash_letters++;
     }
   }
-  printf("# dead letters with reason crash: %d (distinct sources in the DLQ: %zu, +%zu re-sent); %zu state and %zu "
-         "dead-letter differences from the oracle\n",
-         crash_letters, sum.distinct, sum.duplicates, state_diffs, dlq_diffs);
+  printf("# dead letters with reason crash: %d (distinct sources in the DLQ: %zu, %zu duplicates); emitted events: %zu "
+         "distinct, %zu duplicates (read_committed); %zu state, %zu dead-letter and %zu emit differences from the "
+         "oracle; %d deaths struck while an outbox held rows already in Kafka\n",
+         crash_letters, sum.distinct, sum.duplicates, emitted.distinct, emitted.duplicates, state_diffs, dlq_diffs,
+         emit_diffs, published_deaths);
   assert_int_equal(0, state_diffs);
   assert_int_equal(0, dlq_diffs);
+  assert_int_equal(0, emit_diffs);
+  assert_int_equal(0, sum.duplicates);
+  assert_int_equal(0, emitted.duplicates);
+  assert_true(published_deaths >= plan->min_published_deaths); /* the premise of the duplicate count */
   assert_true(crash_letters >= plan->n);
 
   esrt_state_free(&st);
@@ -229,7 +264,8 @@ static void run_poison(esrt_case *c, const poison_plan *plan) {
 static void poison_events_are_isolated(void **state) {
   esrt_case *c = *state;
   poison_plan plan = {.events = EVENTS, .batch_max = 500, .threads = 2, .n = 5,
-                      .how = {"segv", "abort", "loop", "segv", "abort"}, .part = {-1, -1, -1, -1, -1}};
+                      .how = {"segv", "abort", "loop", "segv", "abort"}, .part = {-1, -1, -1, -1, -1},
+                      .min_published_deaths = 5};
   run_poison(c, &plan);
   c->passed = 1;
 }
@@ -238,8 +274,10 @@ static void poison_events_are_isolated(void **state) {
  * by two apply threads: each verdict must outlive the deaths the others cause (the livelock of issue 10). */
 static void several_poison_events_in_one_batch(void **state) {
   esrt_case *c = *state;
+  /* Its poison events lie in the first batches, before much is published: the duplicate count is not its point. */
   poison_plan plan = {.events = 12000, .batch_max = 2000, .threads = 2, .n = 5, .gap = 600,
-                      .how = {"segv", "fpe", "abort", "segv", "fpe"}, .part = {0, 0, 1, 2, 1}};
+                      .how = {"segv", "fpe", "abort", "segv", "fpe"}, .part = {0, 0, 1, 2, 1},
+                      .min_published_deaths = 0};
   run_poison(c, &plan);
   c->passed = 1;
 }

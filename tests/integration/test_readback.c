@@ -2,7 +2,7 @@
  * range end at once; header values are collected by name and prefix (several per message, duplicates once), only in
  * [start, end); a start below the log start (the mock's retention moved it) reads from the log start and says so; an
  * unknown partition, a broker that is down and a full set end with an error code within the timeout, and the reader works
- * again afterwards. */
+ * again afterwards; several ranges read at once each get their own messages, start, end and counts. */
 #include <errno.h>
 #include <inttypes.h>
 #include <setjmp.h>
@@ -199,6 +199,53 @@ static void a_start_below_the_log_start_reads_from_the_log_start(void **state) {
   f->c->passed = 1;
 }
 
+typedef struct seen_msgs {
+  int n;
+  int32_t partition[32];
+  int64_t offset[32];
+} seen_msgs;
+
+static esr_code remember(void *arg, const rd_kafka_message_t *m, esr_error *err) {
+  (void)err;
+  seen_msgs *s = arg;
+  if (s->n < 32) {
+    s->partition[s->n] = m->partition;
+    s->offset[s->n] = m->offset;
+  }
+  s->n++;
+  return ESR_E_OK;
+}
+
+static void several_ranges_read_at_once(void **state) {
+  fixture *f = *state;
+  esr_error err = {0};
+  for (int i = 0; i < 5; i++) produce(f, 0, "a", 1, NULL);
+  for (int i = 0; i < 3; i++) produce(f, 2, "c", 1, NULL);
+  assert_int_equal(0, esrt_producer_flush(f->prod, 10000));
+  esr_readback_range rs[] = {{.topic = "rb", .partition = 0, .start = 1, .end = 4, .timeout_ms = 10000},
+                             {.topic = "rb", .partition = 1, .start = 0, .end = -1, .timeout_ms = 10000},
+                             {.topic = "rb", .partition = 2, .start = 2, .end = -1, .timeout_ms = 10000}};
+  esr_readback_result res[3];
+  seen_msgs seen = {0};
+  assert_int_equal(ESR_E_OK, esr_readback_scan_many(f->rb, rs, 3, remember, &seen, res, &err));
+  assert_int_equal(res[0].read, 3); /* [1, 4) */
+  assert_int_equal(res[0].from, 1);
+  assert_int_equal(res[0].end, 4);
+  assert_int_equal(res[1].read, 0); /* empty */
+  assert_int_equal(res[1].end, 0);
+  assert_int_equal(res[2].read, 1); /* [2, 3) */
+  assert_int_equal(res[2].end, 3);
+  assert_int_equal(seen.n, 4);
+  int64_t next[3] = {1, 0, 2};
+  for (int i = 0; i < seen.n; i++) { /* each range in offset order, nothing outside its range */
+    int32_t p = seen.partition[i];
+    assert_true(p == 0 || p == 2);
+    assert_int_equal(seen.offset[i], next[p]);
+    next[p]++;
+  }
+  f->c->passed = 1;
+}
+
 static void kafka_failures_are_error_codes_within_the_timeout(void **state) {
   fixture *f = *state;
   esr_error err = {0};
@@ -249,6 +296,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(empty_partition_and_empty_range_end_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(header_values_by_name_and_prefix_within_the_range, setup, teardown),
       cmocka_unit_test_setup_teardown(a_start_below_the_log_start_reads_from_the_log_start, setup, teardown),
+      cmocka_unit_test_setup_teardown(several_ranges_read_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(kafka_failures_are_error_codes_within_the_timeout, setup, teardown),
   };
   return cmocka_run_group_tests_name("readback", tests, NULL, NULL);

@@ -7,6 +7,10 @@
  *                           partition is refused with the needed offset and the log start, and nothing is applied.
  *   static_split_resume   — static assignment split over two workers (partitions 0-1 and 2,3), each touching only its
  *                           partitions; restarts resume at the stored offsets and the final state is exact.
+ *   transactional_outputs — outputs.transactional = true (a transactional producer per partition) on the mock, with a
+ *                           SIGKILL and a restart: dead letters and emitted events all published, each once. The mock
+ *                           only imitates transactions (no commit or abort markers), so this shows that the
+ *                           transactional path publishes, not the fencing a real broker adds.
  */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -26,6 +30,7 @@
 #include "esrt_state.h"
 
 #define LEDGER_SO ESR_BUILD_DIR "/handlers/ledger.so"
+#define ECHO_SO ESR_BUILD_DIR "/tests/plugins/ledger_echo.so" /* the ledger, emitting one event per applied one */
 #define CAUGHT_UP_MS 60000
 
 static void free_producer(void *p) { esrt_producer_free(p); }
@@ -169,6 +174,63 @@ static void group_mode_bad_input(void **state) {
 
   esrt_oracle_free(o);
   esrt_records_free(&src);
+  esrt_events_free(ev, n);
+  esrt_case_cleanup(c);
+  assert_int_equal(0, esrt_mock_stop(&mock));
+  c->passed = 1;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+
+static void transactional_outputs(void **state) {
+  esrt_case *c = *state;
+  const int P = 4;
+  const char *topics[] = {"ledger:4", "ledger.dlq:1", "ledger.out:2", NULL};
+  esrt_mock mock;
+  assert_int_equal(0, esrt_mock_start(&mock, ESR_BIN, c->dir, 3, topics, 20000));
+  esrt_gen_opts g = {.seed = 77, .events = 3000, .accounts = 100, .partitions = P, .bad_share = 0.1,
+                     .prefix_kinds = 1};
+  size_t n;
+  esrt_event *ev = generate(&g, &n);
+  esrt_producer *prod = esrt_case_defer(c, free_producer, esrt_producer_new(mock.bootstrap));
+  rd_kafka_t *rk = esrt_case_defer(c, free_client, esrt_kafka_client_new(mock.bootstrap));
+  assert_non_null(prod);
+  assert_non_null(rk);
+  char state_dir[1100], conf[1024];
+  snprintf(state_dir, sizeof state_dir, "%s/state", c->dir);
+  assert_int_equal(0, esrt_write_worker_config(conf, sizeof conf, c->dir, "txn", mock.bootstrap, "ledger",
+                                               "ledger.dlq", state_dir, ECHO_SO,
+                                               "assignment = static\npartitions = 0-3\n"
+                                               "kafka.group.id = esr-it-txn\noutputs.transactional = true\n"
+                                               "batch.max.events = 50\n"));
+  const char *dirs[] = {state_dir};
+  esrt_proc w;
+  produce(prod, "ledger", ev, 0, n / 2);
+  assert_int_equal(0, esrt_start_worker(&w, ESR_BIN, c->dir, "worker", conf));
+  assert_int_equal(0, esrt_wait_caught_up(rk, "ledger", P, dirs, 1, CAUGHT_UP_MS));
+  assert_int_equal(128 + 9, esrt_kill9(&w)); /* the next producers of these transactional.ids fence this one's */
+  produce(prod, "ledger", ev, n / 2, n);
+  assert_int_equal(0, esrt_start_worker(&w, ESR_BIN, c->dir, "worker-2", conf));
+  assert_int_equal(0, esrt_wait_caught_up(rk, "ledger", P, dirs, 1, CAUGHT_UP_MS));
+  assert_int_equal(0, esrt_stop(&w, 30000));
+  assert_false(esrt_file_contains(w.err_path, "committing a transaction"));
+  assert_false(esrt_file_contains(w.err_path, "initialising transactions"));
+
+  esrt_records src = {0}, out = {0};
+  esrt_oracle *o = esrt_ledger_oracle_from_log(mock.bootstrap, "ledger", P, ev, n, &src);
+  assert_non_null(o);
+  expect_exact(mock.bootstrap, o, &src, "ledger", "ledger.dlq", dirs, 1, P, 0);
+  assert_int_equal(0, esrt_consume_all(mock.bootstrap, "ledger.out", &out, 60000));
+  esrt_dlq_summary sum;
+  size_t diffs = esrt_compare_emits(o, "ledger", &src, &out, &sum, stderr, 20);
+  printf("# transactional outputs: %zu emitted events, %zu distinct, %zu duplicates, %zu differences\n", sum.messages,
+         sum.distinct, sum.duplicates, diffs);
+  assert_int_equal(0, diffs);
+  assert_int_equal(0, sum.duplicates);
+
+  esrt_records_free(&out);
+  esrt_records_free(&src);
+  esrt_oracle_free(o);
   esrt_events_free(ev, n);
   esrt_case_cleanup(c);
   assert_int_equal(0, esrt_mock_stop(&mock));
@@ -374,6 +436,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(group_mode_bad_input, setup, teardown),
       cmocka_unit_test_setup_teardown(retention_gap, setup, teardown),
       cmocka_unit_test_setup_teardown(static_split_resume, setup, teardown),
+      cmocka_unit_test_setup_teardown(transactional_outputs, setup, teardown),
   };
   return cmocka_run_group_tests_name("integration", tests, NULL, NULL);
 }

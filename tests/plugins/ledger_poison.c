@@ -1,12 +1,12 @@
-/* ledger_poison.c — the real ledger handler, plus a defect on purpose: an event whose data has "poison": "segv"
- * dereferences NULL, "abort" calls abort(), "fpe" divides by zero, "loop" recurses until the stack overflows. For the poison-event tests:
- * everything else behaves exactly as the ledger, so the ledger oracle applies. */
+/* ledger_poison.c — the ledger with one emit per applied event (ledger_echo.c), plus a defect on purpose: an event
+ * whose data has "poison": "segv" dereferences NULL, "abort" calls abort(), "fpe" divides by zero, "loop" recurses until
+ * the stack overflows. For the poison-event tests: everything else behaves exactly as the ledger, so the ledger oracle
+ * applies. */
 #include <stdlib.h>
 #include <string.h>
 
-#define esr_handler_init ledger_real_init
-#include "../../handlers/ledger/ledger.c"
-#undef esr_handler_init
+#define ESRT_ECHO_INIT ledger_echo_init
+#include "ledger_echo.c"
 
 static int (*real_apply)(esr_ctx *, const esr_event *);
 
@@ -33,7 +33,7 @@ static int poison_apply(esr_ctx *ctx, const esr_event *ev) {
 }
 
 ESR_HANDLER_EXPORT int esr_handler_init(const esr_host_api *h, esr_handler *out) {
-  int rc = ledger_real_init(h, out);
+  int rc = ledger_echo_init(h, out);
   real_apply = out->apply;
   out->apply = poison_apply;
   return rc;

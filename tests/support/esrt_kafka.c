@@ -299,6 +299,20 @@ int esrt_partition_count(rd_kafka_t *rk, const char *topic) {
   return count;
 }
 
+int esrt_topic_whole(rd_kafka_t *rk, const char *topic) {
+  int n = esrt_partition_count(rk, topic);
+  if (n <= 0) return 0;
+  for (int p = 0; p < n; p++) {
+    int64_t lo, hi;
+    if (esrt_watermarks(rk, topic, p, &lo, &hi) != 0) return 0;
+    if (lo != 0) {
+      fprintf(stderr, "esrt: %s[%d] starts at offset %" PRId64 ": retention dropped its first messages\n", topic, p, lo);
+      return 0;
+    }
+  }
+  return 1;
+}
+
 /* ---- read-back ---- */
 
 static int cmp_record(const void *a, const void *b) {
@@ -317,6 +331,8 @@ static void add_record(esrt_records *out, const rd_kafka_message_t *m) {
   memset(r, 0, sizeof *r);
   r->partition = m->partition;
   r->offset = m->offset;
+  rd_kafka_timestamp_type_t tt;
+  r->timestamp = rd_kafka_message_timestamp(m, &tt);
   if (m->key) {
     r->key = dup_bytes(m->key, m->key_len);
     r->key_len = m->key_len;
@@ -351,6 +367,7 @@ int esrt_consume_all(const char *bootstrap, const char *topic, esrt_records *out
   rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
   rd_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, sizeof errstr);
   rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
+  rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, sizeof errstr);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
   if (!rk) {
     fprintf(stderr, "esrt: reader: %s\n", errstr);
@@ -417,5 +434,153 @@ done:
   free(hi);
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
+  return rc;
+}
+
+/* ---- following output topics ---- */
+
+#define TAIL_MAX_TOPICS 8
+
+struct esrt_tail {
+  rd_kafka_t *rk;
+  const char *topics[TAIL_MAX_TOPICS];
+  int n_topics;
+  int parts[TAIL_MAX_TOPICS];
+  int64_t *next[TAIL_MAX_TOPICS]; /* next offset to read per partition */
+  char **set;                     /* open addressing, strdup'd esr-source values */
+  size_t cap, n, messages;
+};
+
+static uint64_t tail_hash(const char *s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
+static void tail_add(esrt_tail *t, const char *s) {
+  if ((t->n + 1) * 2 > t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 1024;
+    char **g = calloc(cap, sizeof *g);
+    if (!g) abort();
+    for (size_t i = 0; i < t->cap; i++) {
+      if (!t->set[i]) continue;
+      size_t j = tail_hash(t->set[i]) & (cap - 1);
+      while (g[j]) j = (j + 1) & (cap - 1);
+      g[j] = t->set[i];
+    }
+    free(t->set);
+    t->set = g;
+    t->cap = cap;
+  }
+  size_t j = tail_hash(s) & (t->cap - 1);
+  for (; t->set[j]; j = (j + 1) & (t->cap - 1))
+    if (strcmp(t->set[j], s) == 0) return;
+  t->set[j] = strdup(s);
+  if (!t->set[j]) abort();
+  t->n++;
+}
+
+int esrt_tail_has(const esrt_tail *t, const char *s) {
+  if (!t->cap) return 0;
+  for (size_t j = tail_hash(s) & (t->cap - 1); t->set[j]; j = (j + 1) & (t->cap - 1))
+    if (strcmp(t->set[j], s) == 0) return 1;
+  return 0;
+}
+
+size_t esrt_tail_messages(const esrt_tail *t) { return t->messages; }
+
+esrt_tail *esrt_tail_new(const char *bootstrap, const char *const *topics) {
+  esrt_tail *t = calloc(1, sizeof *t);
+  rd_kafka_conf_t *conf = base_conf(bootstrap);
+  if (!t || !conf) goto fail;
+  char errstr[512];
+  rd_kafka_conf_set(conf, "group.id", "esrt-tail", errstr, sizeof errstr);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
+  rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, sizeof errstr);
+  if (!(t->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr))) {
+    fprintf(stderr, "esrt: tail: %s\n", errstr);
+    goto fail;
+  }
+  conf = NULL;
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+  for (int i = 0; topics[i] && i < TAIL_MAX_TOPICS; i++) {
+    t->topics[i] = topics[i];
+    t->parts[i] = esrt_partition_count(t->rk, topics[i]);
+    if (t->parts[i] <= 0 || !(t->next[i] = calloc((size_t)t->parts[i], sizeof *t->next[i]))) {
+      rd_kafka_topic_partition_list_destroy(l);
+      goto fail;
+    }
+    for (int p = 0; p < t->parts[i]; p++) rd_kafka_topic_partition_list_add(l, topics[i], p)->offset = 0;
+    t->n_topics++;
+  }
+  rd_kafka_resp_err_t e = rd_kafka_assign(t->rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e) {
+    fprintf(stderr, "esrt: tail assign: %s\n", rd_kafka_err2str(e));
+    goto fail;
+  }
+  return t;
+fail:
+  if (conf) rd_kafka_conf_destroy(conf);
+  esrt_tail_free(t);
+  return NULL;
+}
+
+void esrt_tail_free(esrt_tail *t) {
+  if (!t) return;
+  if (t->rk) {
+    rd_kafka_consumer_close(t->rk);
+    rd_kafka_destroy(t->rk);
+  }
+  for (int i = 0; i < t->n_topics; i++) free(t->next[i]);
+  for (size_t i = 0; i < t->cap; i++) free(t->set[i]);
+  free(t->set);
+  free(t);
+}
+
+int esrt_tail_catch_up(esrt_tail *t, int timeout_ms) {
+  int64_t *hi[TAIL_MAX_TOPICS] = {0};
+  int rc = -1, open = 0;
+  for (int i = 0; i < t->n_topics; i++) {
+    if (!(hi[i] = calloc((size_t)t->parts[i], sizeof *hi[i]))) goto out;
+    for (int p = 0; p < t->parts[i]; p++) {
+      int64_t lo;
+      if (esrt_watermarks(t->rk, t->topics[i], p, &lo, &hi[i][p]) != 0) goto out;
+      if (t->next[i][p] < lo) t->next[i][p] = lo;
+      open += t->next[i][p] < hi[i][p];
+    }
+  }
+  int64_t deadline = esrt_now_ms() + timeout_ms;
+  while (open > 0) {
+    if (esrt_now_ms() >= deadline) {
+      fprintf(stderr, "esrt: tail: the output topics not read to their ends within %d ms\n", timeout_ms);
+      goto out;
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(t->rk, 100);
+    if (!m) continue;
+    int i = 0;
+    while (!m->err && i < t->n_topics && strcmp(t->topics[i], rd_kafka_topic_name(m->rkt)) != 0) i++;
+    if (!m->err && i < t->n_topics && m->partition >= 0 && m->partition < t->parts[i] &&
+        m->offset >= t->next[i][m->partition]) {
+      int was_open = t->next[i][m->partition] < hi[i][m->partition];
+      t->next[i][m->partition] = m->offset + 1;
+      t->messages++;
+      rd_kafka_headers_t *h = NULL;
+      const void *v;
+      size_t len;
+      if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR && h &&
+          rd_kafka_header_get_last(h, "esr-source", &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v && len < 512) {
+        char buf[512];
+        memcpy(buf, v, len);
+        buf[len] = '\0';
+        tail_add(t, buf);
+      }
+      if (was_open && t->next[i][m->partition] >= hi[i][m->partition]) open--;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rc = 0;
+out:
+  for (int i = 0; i < t->n_topics; i++) free(hi[i]);
   return rc;
 }

@@ -25,6 +25,7 @@ typedef struct esrt_record {
   size_t value_len;
   esrt_header *headers;
   size_t n_headers;
+  int64_t timestamp; /* the message's timestamp (CreateTime: when its producer took it), ms since the epoch; -1 none */
 } esrt_record;
 
 typedef struct esrt_records {
@@ -80,9 +81,26 @@ rd_kafka_t *esrt_kafka_client_new(const char *bootstrap);
 int esrt_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi);
 /* The partition count of a topic, or -1. */
 int esrt_partition_count(rd_kafka_t *rk, const char *topic);
+/* 1 when every partition of `topic` still starts at offset 0 (the mock's retention dropped nothing), else 0 (with a
+ * message on stderr). */
+int esrt_topic_whole(rd_kafka_t *rk, const char *topic);
 
 /* Reads every partition of `topic` from its log start to its high watermark as of the call, appending to `out` sorted
- * by (partition, offset). 0, or -1 with a message on stderr (also on timeout). */
+ * by (partition, offset), with isolation.level=read_committed (what a downstream consumer of esr's outputs sees).
+ * 0, or -1 with a message on stderr (also on timeout). */
 int esrt_consume_all(const char *bootstrap, const char *topic, esrt_records *out, int timeout_ms);
+
+/* ---- following output topics ---- */
+/* A reader that follows topics from their start (read_committed, manual assignment) and keeps the esr-source values of
+ * the messages it read: "was this row already published?", asked from outside the worker. */
+typedef struct esrt_tail esrt_tail;
+
+esrt_tail *esrt_tail_new(const char *bootstrap, const char *const *topics); /* NULL-terminated; NULL on failure */
+void esrt_tail_free(esrt_tail *t);
+/* Reads what the topics hold now, up to their high watermarks as of the call. 0, or -1 (message on stderr). */
+int esrt_tail_catch_up(esrt_tail *t, int timeout_ms);
+/* Whether a message with this esr-source value was read. */
+int esrt_tail_has(const esrt_tail *t, const char *source);
+size_t esrt_tail_messages(const esrt_tail *t);
 
 #endif

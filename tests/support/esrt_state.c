@@ -391,6 +391,112 @@ size_t esrt_compare_dlq(const esrt_oracle *o, const char *src_topic, const esrt_
   return diffs;
 }
 
+size_t esrt_compare_emits(const esrt_oracle *o, const char *src_topic, const esrt_records *source,
+                          const esrt_records *out, esrt_dlq_summary *sum, FILE *rep, int max_report) {
+  size_t diffs = 0;
+  seen *s = calloc(out->n ? out->n : 1, sizeof *s);
+  if (!s) abort();
+  size_t n = 0;
+  for (size_t i = 0; i < out->n; i++) {
+    const esrt_record *r = &out->v[i];
+    const char *src = esrt_record_header(r, "esr-source");
+    char topic[256];
+    int part, idx;
+    long long off;
+#define REPORT_E(...)                                                                                                  \
+  do {                                                                                                                 \
+    if (rep && (int)diffs < max_report) {                                                                              \
+      fprintf(rep, "  DIFF: " __VA_ARGS__);                                                                            \
+      fputc('\n', rep);                                                                                                \
+    }                                                                                                                  \
+    diffs++;                                                                                                           \
+  } while (0)
+    if (!src || sscanf(src, "%255[^/]/%d/%lld/%d", topic, &part, &off, &idx) != 4) {
+      REPORT_E("emitted event at %d/%" PRId64 ": esr-source header missing or malformed ('%s')", (int)r->partition,
+               r->offset, src ? src : "(none)");
+      continue;
+    }
+    if (strcmp(topic, src_topic) != 0 || idx != 1) {
+      REPORT_E("emitted event %s: expected source topic %s and index 1", src, src_topic);
+      continue;
+    }
+    if (part < 0 || part >= esrt_oracle_partitions(o) || off < 0 || off >= esrt_oracle_part_of(o, part)->next_offset) {
+      REPORT_E("emitted event %s: no such source event", src);
+      continue;
+    }
+    const char *reason = esrt_oracle_reason(o, part, off);
+    if (reason) REPORT_E("emitted event %s: the oracle dead-letters that event (%s): nothing may be emitted", src, reason);
+    char want[64];
+    int wn = snprintf(want, sizeof want, "{\"offset\":%lld}", off);
+    if (!r->value || r->value_len != (size_t)wn || memcmp(r->value, want, (size_t)wn) != 0)
+      REPORT_E("emitted event %s: value '%.*s', expected '%s'", src, (int)(r->value_len > 60 ? 60 : r->value_len),
+               r->value ? r->value : "", want);
+    const esrt_record *orig = esrt_records_find(source, part, off);
+    if (orig && ((orig->key == NULL) != (r->key == NULL) || !same_bytes(orig->key, orig->key_len, r->key, r->key_len)))
+      REPORT_E("emitted event %s: key differs from the source record's", src);
+    s[n++] = (seen){part, off, NULL};
+  }
+  qsort(s, n, sizeof *s, cmp_seen);
+  size_t distinct = 0, dups = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (i > 0 && s[i].partition == s[i - 1].partition && s[i].offset == s[i - 1].offset) {
+      dups++;
+      continue;
+    }
+    s[distinct++] = s[i];
+  }
+  /* every applied event has its emit: a walk over each partition's offsets */
+  size_t j = 0;
+  for (int p = 0; p < esrt_oracle_partitions(o); p++) {
+    const esrt_oracle_part *op = esrt_oracle_part_of(o, p);
+    for (int64_t off = 0; off < op->next_offset; off++) {
+      if (esrt_oracle_reason(o, p, off)) continue;
+      while (j < distinct && (s[j].partition < p || (s[j].partition == p && s[j].offset < off))) j++;
+      if (j < distinct && s[j].partition == p && s[j].offset == off) continue;
+      REPORT_E("source %s/%d/%" PRId64 ": applied, but no event emitted for it", src_topic, p, off);
+    }
+  }
+#undef REPORT_E
+  if (sum) {
+    sum->messages = out->n;
+    sum->distinct = distinct;
+    sum->duplicates = dups;
+  }
+  free(s);
+  return diffs;
+}
+
+int esrt_outbox_keys(const char *dir, const char *topic, int32_t partition, void (*fn)(void *arg, const char *key),
+                     void *arg) {
+  char path[2048];
+  db_path(path, sizeof path, dir, topic, partition);
+  if (access(path, F_OK) != 0) return 0;
+  sqlite3 *db = NULL;
+  int rc = -1;
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) goto out;
+  sqlite3_busy_timeout(db, 5000);
+  int have = table_exists(db, "esr_outbox");
+  if (have <= 0) {
+    rc = have == 0 ? 0 : -1;
+    goto out;
+  }
+  sqlite3_stmt *q;
+  if (sqlite3_prepare_v2(db, "SELECT src_offset, src_index FROM esr_outbox", -1, &q, NULL) != SQLITE_OK) goto out;
+  int step;
+  while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+    char key[512];
+    snprintf(key, sizeof key, "%s/%d/%lld/%d", topic, (int)partition, (long long)sqlite3_column_int64(q, 0),
+             sqlite3_column_int(q, 1));
+    fn(arg, key);
+  }
+  sqlite3_finalize(q);
+  rc = step == SQLITE_DONE ? 0 : -1;
+out:
+  if (rc != 0) fprintf(stderr, "esrt: reading the outbox of %s: %s\n", path, db ? sqlite3_errmsg(db) : "cannot open");
+  if (db) sqlite3_close(db);
+  return rc;
+}
+
 int esrt_oracle_feed_records(esrt_oracle *o, const esrt_records *recs) {
   for (size_t i = 0; i < recs->n; i++) {
     const esrt_record *r = &recs->v[i];

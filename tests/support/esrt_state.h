@@ -67,6 +67,18 @@ typedef struct esrt_dlq_summary {
 size_t esrt_compare_dlq(const esrt_oracle *o, const char *src_topic, const esrt_records *source,
                         const esrt_records *dlq, esrt_dlq_summary *sum, FILE *out, int max_report);
 
+/* Compares the events the ledger_echo test plugin emitted (topic read back, sorted) with the oracle: every event of
+ * src_topic the oracle applies has one emitted event with esr-source "<src_topic>/<p>/<offset>/1", the source's key
+ * and the value {"offset":<offset>}, and no other event has any. Duplicates (same esr-source) are counted in sum, not
+ * as differences. Returns the number of differences. */
+size_t esrt_compare_emits(const esrt_oracle *o, const char *src_topic, const esrt_records *source,
+                          const esrt_records *out, esrt_dlq_summary *sum, FILE *rep, int max_report);
+
+/* Calls fn with the esr-source key ("<topic>/<partition>/<offset>/<index>") of every row in the outbox of the partition
+ * database of topic/partition in dir (none when it does not exist). 0, or -1 on a read error. */
+int esrt_outbox_keys(const char *dir, const char *topic, int32_t partition, void (*fn)(void *arg, const char *key),
+                     void *arg);
+
 /* Feeds a topic read back from Kafka (sorted by partition, offset) to the oracle. 0, or -1 when a partition does not
  * start at offset 0 or has a hole (the oracle needs the whole log). */
 int esrt_oracle_feed_records(esrt_oracle *o, const esrt_records *recs);

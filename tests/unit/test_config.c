@@ -108,6 +108,9 @@ static void defaults(void **state) {
   assert_int_equal(cfg->log_format, ESR_LOG_AUTO);
   assert_int_equal(cfg->sqlite_cache_mb, 8);
   assert_int_equal(cfg->n_kafka, 0);
+  assert_int_equal(cfg->outputs_readback, 1);
+  assert_int_equal(cfg->outputs_readback_max_mb, 16);
+  assert_int_equal(cfg->outputs_transactional, 0);
   esr_config_free(cfg);
   esr_config_free(NULL);
 
@@ -167,6 +170,9 @@ static const bad_case BAD_VALUES[] = {
     {"sqlite.cache.mb", "0"},
     {"sqlite.cache.mb", "65537"},
     {"sqlite.cache.mb", "big"},
+    {"outputs.readback", "yes"},
+    {"outputs.readback.max.mb", "0"},
+    {"outputs.transactional", "1"},
     {"log.level", "loud"},
     {"log.level", ""},
     {"log.format", "xml"},
@@ -468,6 +474,29 @@ static void group_static_consistency(void **state) {
   esr_config_free(cfg);
 }
 
+/* Transactions name each partition's transactional.id after the group: without kafka.group.id they are refused at
+ * start, whatever the assignment. */
+static void outputs_transactional_needs_a_group_id(void **state) {
+  fixture *f = *state;
+  esr_config *cfg = NULL;
+  esr_error err = {0};
+  assert_int_equal(load_text(f, BASE_TOPICS BASE_STATE BASE_HANDLERS BASE_DLQ BASE_BOOT
+                             "assignment = static\npartitions = 0\noutputs.transactional = true\n",
+                             NO_ENV, &cfg, &err),
+                   ESR_E_CONFIG);
+  assert_null(cfg);
+  assert_contains(err.msg, "outputs.transactional");
+  assert_contains(err.msg, "kafka.group.id");
+  assert_int_equal(load_text(f, BASE "outputs.transactional = true\noutputs.readback = false\n"
+                                "outputs.readback.max.mb = 64\n",
+                             NO_ENV, &cfg, &err),
+                   ESR_E_OK);
+  assert_int_equal(cfg->outputs_transactional, 1);
+  assert_int_equal(cfg->outputs_readback, 0);
+  assert_int_equal(cfg->outputs_readback_max_mb, 64);
+  esr_config_free(cfg);
+}
+
 static void dlq_equal_to_source_topic_refused(void **state) {
   fixture *f = *state;
   esr_config *cfg = NULL;
@@ -532,6 +561,8 @@ static void kafka_managed_keys_refused(void **state) {
     expect_kafka_refused(cases[i].key, cases[i].value, ESR_KAFKA_CONSUMER);
     expect_kafka_refused(cases[i].key, cases[i].value, ESR_KAFKA_PRODUCER);
   }
+  /* one transactional.id for every producer of a worker would have them fence each other: esr names them */
+  expect_kafka_refused("kafka.transactional.id", "mine", ESR_KAFKA_PRODUCER);
 }
 
 /* librdkafka's `acks` is an alias of `request.required.acks`: setting the real name must be refused just the same. */
@@ -757,6 +788,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(static_instance_ownership, setup, teardown),
       cmocka_unit_test_setup_teardown(group_static_consistency, setup, teardown),
       cmocka_unit_test_setup_teardown(dlq_equal_to_source_topic_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(outputs_transactional_needs_a_group_id, setup, teardown),
       cmocka_unit_test(print_keys_lists_every_key),
       cmocka_unit_test(kafka_managed_keys_refused),
       cmocka_unit_test(kafka_managed_key_alias_refused),

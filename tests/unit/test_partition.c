@@ -1176,6 +1176,12 @@ static void failed_migration_rolled_back_and_refused(void **state) {
 
 /* --- the outbox after commit --- */
 
+static void delivered(esr_partition *p, int64_t seq, int ok) {
+  esr_delivery d = {.seq = seq, .ok = ok, .error = ok ? NULL : "failed", .topic = "dlq", .partition = 0,
+                    .offset = ok ? seq : -1};
+  esr_partition_delivered(p, &d);
+}
+
 static void delivered_rows_deleted_in_next_transaction(void **state) {
   fixture *f = *state;
   apply_ok(f, 0, "a", "x1");
@@ -1192,13 +1198,13 @@ static void delivered_rows_deleted_in_next_transaction(void **state) {
   assert_int_equal(outbox_count(f), 3);
 
   /* acknowledged while idle: tick deletes it in a transaction of its own */
-  esr_partition_delivered(f->p, s0, 1);
+  delivered(f->p, s0, 1);
   assert_int_equal(esr_partition_tick(f->p, &err), ESR_E_OK);
   assert_int_equal(outbox_count(f), 2);
   assert_int_equal(esr_partition_committed(f->p)->next_offset, 3);
 
   /* acknowledged before a batch that is rolled back: the delete is retried */
-  esr_partition_delivered(f->p, s1, 1);
+  delivered(f->p, s1, 1);
   apply_ok(f, 3, "a", DEP("a", "oops"));
   esr_partition_rollback(f->p);
   assert_int_equal(outbox_count(f), 2);
@@ -1211,7 +1217,7 @@ static void delivered_rows_deleted_in_next_transaction(void **state) {
   tu_rows_free(&rows);
 
   /* a failed delivery deletes nothing */
-  esr_partition_delivered(f->p, s2, 0);
+  delivered(f->p, s2, 0);
   assert_int_equal(esr_partition_tick(f->p, &err), ESR_E_OK);
   assert_int_equal(outbox_count(f), 2);
   assert_int_equal(esr_partition_in_flight(f->p), 0);
