@@ -21,6 +21,7 @@
 #define WAL_IDLE_MS 1000    /* a partition with no commit for this long truncates its WAL */
 #define WAL_BIG_FRAMES 256  /* ... and sooner when the WAL is this long (1 MiB): a crash would cost its reread */
 #define WAL_BIG_IDLE_MS 200
+#define DL_LOG_MS 10000     /* dead letters: one info line at most per partition and interval, then a summary */
 
 typedef struct seq_list {
   int64_t *v;
@@ -54,11 +55,18 @@ struct esr_partition {
   int wal_failed;         /* the last truncation failed for a reason other than a reader: wait for a commit */
   esr_pmetrics *metrics;      /* counted at commit, or NULL */
   int batch_dead[ESR_DL_N];   /* dead letters of the open batch, by reason */
+  /* dead letters not logged one by one at info level since the last line (summarized by esr_partition_tick) */
+  int64_t dl_logged_ms;      /* esr_now_ms of the last info line about dead letters, or 0 */
+  int dl_quiet[ESR_DL_N];
+  int dl_quiet_n;
+  int64_t dl_quiet_from, dl_quiet_to; /* their offsets */
   seq_list delivered; /* acknowledged, to delete in the next transaction */
   seq_list deleting;  /* deleted in the open transaction */
   int in_txn;         /* a Kafka transaction is open: acknowledged rows wait in `staged` for its commit */
   seq_list staged;
 };
+
+static void dead_letter_summary(esr_partition *p, int64_t now);
 
 static int seq_push(seq_list *l, int64_t v) {
   if (l->n == l->cap) {
@@ -162,6 +170,7 @@ fail:
 
 void esr_partition_close(esr_partition *p) {
   if (!p) return;
+  dead_letter_summary(p, esr_now_ms());
   esr_guard_release(p->guard); /* closed on purpose: whatever batch was open is not a death */
   esr_store_close(p->store);
   esr_outputs_free(p->outs);
@@ -231,10 +240,48 @@ static esr_code dead_letter(esr_partition *p, const esr_message *m, const char *
   if (rc != ESR_E_OK) return rc;
   p->pending.dead++;
   p->batch_outbox++;
-  p->batch_dead[esr_metrics_reason_index(reason)]++;
-  esr_log(ESR_LOG_INFO, "partition", "%s[%d]@%" PRId64 ": dead letter (%s): %s", esr_store_topic(p->store),
-          (int)esr_store_partition(p->store), m->offset, reason, error);
+  int why = esr_metrics_reason_index(reason);
+  p->batch_dead[why]++;
+  /* Each one at debug level; at info, the first of an interval, then a summary per interval (esr_partition_tick):
+   * the dead letter itself carries the detail, and a stream of bad input must not become a stream of log lines. */
+  if (esr_log_enabled(ESR_LOG_DEBUG)) {
+    esr_log(ESR_LOG_DEBUG, "partition", "%s[%d]@%" PRId64 ": dead letter (%s): %s", esr_store_topic(p->store),
+            (int)esr_store_partition(p->store), m->offset, reason, error);
+    return ESR_E_OK;
+  }
+  int64_t now = esr_now_ms();
+  if (!p->dl_quiet_n && (!p->dl_logged_ms || now - p->dl_logged_ms >= DL_LOG_MS)) {
+    esr_log(ESR_LOG_INFO, "partition", "%s[%d]@%" PRId64 ": dead letter (%s): %s", esr_store_topic(p->store),
+            (int)esr_store_partition(p->store), m->offset, reason, error);
+    p->dl_logged_ms = now;
+    return ESR_E_OK;
+  }
+  if (!p->dl_quiet_n++) p->dl_quiet_from = m->offset;
+  p->dl_quiet_to = m->offset;
+  p->dl_quiet[why]++;
   return ESR_E_OK;
+}
+
+/* The info line about the dead letters not logged one by one since the last one (see dead_letter). */
+static void dead_letter_summary(esr_partition *p, int64_t now) {
+  if (!p->dl_quiet_n) return;
+  char reasons[256] = "";
+  size_t used = 0;
+  for (int i = 0; i < ESR_DL_N; i++) {
+    if (!p->dl_quiet[i]) continue;
+    int w = snprintf(reasons + used, sizeof reasons - used, "%s%s %d", used ? ", " : "", esr_metrics_reason_name(i),
+                     p->dl_quiet[i]);
+    if (w < 0 || (size_t)w >= sizeof reasons - used) break;
+    used += (size_t)w;
+  }
+  esr_log(ESR_LOG_INFO, "partition",
+          "%s[%d]: %d more dead letter(s) at offsets %" PRId64 "..%" PRId64 " (%s); each one is logged at debug level "
+          "and carries its reason in the dead-letter topic",
+          esr_store_topic(p->store), (int)esr_store_partition(p->store), p->dl_quiet_n, p->dl_quiet_from,
+          p->dl_quiet_to, reasons);
+  memset(p->dl_quiet, 0, sizeof p->dl_quiet);
+  p->dl_quiet_n = 0;
+  p->dl_logged_ms = now;
 }
 
 static const char *key_copy(esr_partition *p, const esr_message *m) {
@@ -536,6 +583,10 @@ void esr_partition_delivered(esr_partition *p, const esr_delivery *d) {
 
 esr_code esr_partition_tick(esr_partition *p, esr_error *err) {
   esr_code rc;
+  if (p->dl_quiet_n) {
+    int64_t now = esr_now_ms();
+    if (now - p->dl_logged_ms >= DL_LOG_MS) dead_letter_summary(p, now);
+  }
   if (p->delivered.n && !esr_store_in_batch(p->store)) {
     if ((rc = begin(p, err)) != ESR_E_OK) return rc;
     if ((rc = esr_partition_commit(p, err)) != ESR_E_OK) return rc;
