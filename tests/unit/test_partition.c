@@ -12,7 +12,9 @@
 
 #include <openssl/evp.h>
 #include <sqlite3.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "host.h"
 #include "log.h"
@@ -1305,6 +1307,52 @@ static void poison_verdict_asks_for_commit_at_once(void **state) {
   assert_int_equal(q_int(db(f), "SELECT count(*) FROM test_kv WHERE k = 'c'"), 0);
 }
 
+/* Every dead letter is logged at debug level; at info level only the first of an interval, then one summary line per
+ * partition (here at close): a stream of bad input must not become a stream of log lines. */
+static int count_lines(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *q = text; (q = strstr(q, needle)); q += strlen(needle)) n++;
+  return n;
+}
+
+static char *stderr_of_dead_letters(fixture *f, int level, int n) {
+  char path[1100];
+  snprintf(path, sizeof path, "%s/stderr.log", f->dir);
+  fflush(stderr);
+  int saved = dup(STDERR_FILENO), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(saved >= 0 && fd >= 0);
+  dup2(fd, STDERR_FILENO);
+  close(fd);
+  esr_log_setup(level, ESR_LOG_TEXT);
+  for (int i = 0; i < n; i++) apply_ok(f, i, "k", i % 2 ? "{" : "[]");
+  commit_ok(f);
+  reopen(f); /* closing the partition logs what is left to summarize */
+  fflush(stderr);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  esr_log_setup(ESR_LOG_WARN, ESR_LOG_TEXT);
+  char *text = tu_read_file(path, NULL);
+  assert_non_null(text);
+  return text;
+}
+
+static void dead_letters_logged_first_then_summarized(void **state) {
+  fixture *f = *state;
+  char *text = stderr_of_dead_letters(f, ESR_LOG_INFO, 200);
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM esr_outbox"), 200); /* every one is a dead letter */
+  assert_int_equal(count_lines(text, ": dead letter ("), 1);
+  assert_int_equal(count_lines(text, "199 more dead letter(s) at offsets 1..199 (bad-json 100, bad-envelope 99)"), 1);
+  free(text);
+}
+
+static void dead_letters_each_logged_at_debug(void **state) {
+  fixture *f = *state;
+  char *text = stderr_of_dead_letters(f, ESR_LOG_DEBUG, 30);
+  assert_int_equal(count_lines(text, ": dead letter ("), 30);
+  assert_int_equal(count_lines(text, "more dead letter(s)"), 0);
+  free(text);
+}
+
 int main(void) {
   esr_store_init_library(); /* as the esr command does: the storage-fault tracker needs SQLite's error log */
   esr_log_setup(ESR_LOG_WARN, ESR_LOG_TEXT); /* dead letters are logged at info: keep the output readable */
@@ -1340,6 +1388,8 @@ int main(void) {
       T(delivered_rows_deleted_in_next_transaction),
       T(storage_fault_under_handler_is_retried_not_judged),
       T(poison_verdict_asks_for_commit_at_once),
+      T(dead_letters_logged_first_then_summarized),
+      T(dead_letters_each_logged_at_debug),
   };
 #undef T
   return cmocka_run_group_tests_name("partition", tests, NULL, NULL);
