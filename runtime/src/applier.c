@@ -79,6 +79,10 @@ static void on_message(applier *a, rd_kafka_message_t *m) {
     esr__slot_stop(a, s, err.msg);
     return;
   }
+  if (rc == ESR_E_REDO) { /* rolled back on purpose (partition.c's fast path): again from the committed position */
+    esr__slot_pause(a, s, 0);
+    return;
+  }
   esr__slot_lost_batch(a, s, &err);
 }
 
@@ -251,6 +255,7 @@ esr_code esr__applier_init(esr_worker *w, applier *a, int index, esr_error *err)
                                .dlq_topic = w->cfg->dlq_topic,
                                .store = {.cache_mb = w->cfg->sqlite_cache_mb},
                                .max_crash_retries = w->cfg->max_crash_retries,
+                               .fast_path = 1,
                                .batch_max = w->cfg->batch_max_events,
                                .last_crash = &w->last_crash,
                                .schemas = w->schemas,

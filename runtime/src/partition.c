@@ -3,6 +3,7 @@
 #include "partition.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,6 +299,23 @@ static const char *key_copy(esr_partition *p, const esr_message *m) {
   return p->keybuf;
 }
 
+/* Undoes what a refused event changed: its savepoint when it has one; else nothing when it changed nothing (the fast
+ * path: most handlers check before they write); else the whole batch, and the caller applies it again from the
+ * committed position (ESR_E_REDO), this handler with a savepoint per event from then on. */
+static esr_code undo_event(esr_partition *p, const esr_plugin *pl, int savepoint, uint64_t mark, int64_t offset,
+                           esr_error *err) {
+  if (savepoint) return esr_store_rollback_to(p->store, err);
+  if (esr_store_write_mark(p->store) == mark) return ESR_E_OK;
+  esr_plugin *shared = (esr_plugin *)pl; /* the one mutable member, atomic */
+  if (!atomic_exchange(&shared->writes_before_refusing, 1))
+    esr_log(ESR_LOG_INFO, "partition",
+            "%s[%d]@%" PRId64 ": handler %s changed the database before refusing an event: its events get a savepoint "
+            "each from now on, and this batch is applied again",
+            esr_store_topic(p->store), (int)esr_store_partition(p->store), offset, pl->handler.name);
+  return esr_error_set(err, ESR_E_REDO, 0, "handler %s changed the database before refusing offset %" PRId64
+                       ": the batch is applied again, with a savepoint per event", pl->handler.name, offset);
+}
+
 /* Runs the handler on one parsed event. Returns ESR_E_OK when the event was consumed (applied or dead-lettered),
  * ESR_E_PLUGIN when the handler stopped the partition, another code when the batch is lost. */
 static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope *env, esr_error *err) {
@@ -316,9 +334,13 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
   const esr_handler *h = &route.plugin->handler;
   esr_ctx ctx;
   esr_store *s = p->store;
-  /* One savepoint covers upcast and apply: whatever the event changed is undone unless it is applied. */
-  esr_code rc = esr_store_savepoint(s, err);
+  /* One savepoint covers upcast and apply: whatever the event changed is undone unless it is applied; none on the
+   * fast path (undo_event). */
+  int savepoint = !p->env->fast_path || atomic_load_explicit(&route.plugin->writes_before_refusing, memory_order_relaxed);
+  uint64_t mark = 0;
+  esr_code rc = savepoint ? esr_store_savepoint(s, err) : ESR_E_OK;
   if (rc != ESR_E_OK) return rc;
+  if (!savepoint) mark = esr_store_write_mark(s);
   if (env->version < route.claim->max_version && h->upcast) {
     int from = env->version;
     int ur = esr_call_upcast(&ctx, s, route.plugin, m->offset, env->root, from);
@@ -336,7 +358,7 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     else
       msg[0] = '\0';
     if (msg[0]) {
-      if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
+      if ((rc = undo_event(p, route.plugin, savepoint, mark, m->offset, err)) != ESR_E_OK) return rc;
       return dead_letter(p, m, "invalid", msg, err);
     }
   }
@@ -345,7 +367,7 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     const esr_schema *schema = esr_schema_set_find(p->env->schemas, env->type, env->version);
     esr_error verr;
     if (schema && esr_schema_validate(schema, env->data, "/data", &verr) != ESR_E_OK) {
-      if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
+      if ((rc = undo_event(p, route.plugin, savepoint, mark, m->offset, err)) != ESR_E_OK) return rc;
       return dead_letter(p, m, "schema", verr.msg, err);
     }
   }
@@ -367,14 +389,14 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
   int hr = esr_call_apply(&ctx, s, route.plugin, &ev);
   if ((rc = esr_call_storage(&ctx, err)) != ESR_E_OK) return rc;
   if (hr == ESR_OK) {
-    rc = esr_store_release(s, err);
+    rc = savepoint ? esr_store_release(s, err) : ESR_E_OK;
     if (rc == ESR_E_OK) {
       p->pending.applied++;
       p->batch_outbox += ctx.emits;
     }
     return rc;
   }
-  if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
+  if ((rc = undo_event(p, route.plugin, savepoint, mark, m->offset, err)) != ESR_E_OK) return rc;
   const char *why = ctx.error[0] ? ctx.error : "(the handler gave no message)";
   if (hr == ESR_REJECT || hr == ESR_INVALID) {
     snprintf(msg, sizeof msg, "handler %s: %s", h->name, why);
