@@ -87,9 +87,8 @@ static void on_message(applier *a, rd_kafka_message_t *m) {
 }
 
 /* Commits batches that are due, retries paused partitions, runs outbox housekeeping. Batching adapts to the load:
- * when the thread's queue is empty (idle: it keeps up with the log) every open batch at least IDLE_COMMIT_MS old is
- * committed, so that a quiet partition's events are durable within milliseconds while a producer's trickle of small
- * message sets (the thread idles between two fetches) still fills batches of more than a few events; while a backlog waits, a batch may stay open up to 10 x
+ * when the thread's queue is empty (idle: it keeps up with the log) every open batch is committed at once, so that a
+ * quiet partition's events are durable within milliseconds; while a backlog waits, a batch may stay open up to 10 x
  * batch.max.ms so that it fills (one transaction per partition per batch.max.events: with many partitions per thread,
  * the plain age limit would commit batches of a few dozen events during a catch-up). */
 static void tick(applier *a, int64_t now, int idle) {
@@ -111,8 +110,7 @@ static void tick(applier *a, int64_t now, int idle) {
       continue;
     }
     if (esr_partition_batch_events(s->p) > 0) {
-      int64_t age = now - esr_partition_batch_started(s->p);
-      if (age >= max_age || (idle && age >= IDLE_COMMIT_MS))
+      if (idle || now - esr_partition_batch_started(s->p) >= max_age)
         esr__slot_commit(a, s);
       else
         open++;

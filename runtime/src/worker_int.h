@@ -35,8 +35,7 @@
 #define RETRY_BACKOFF_MS 1000
 #define RETRY_BACKOFF_MAX_MS 30000
 #define TICK_MS 20
-#define IDLE_MS 5         /* no message for this long while batches are open: the thread is idle */
-#define IDLE_COMMIT_MS 20 /* ... and then commits the batches at least this old */
+#define IDLE_MS 5 /* no message for this long while batches are open: commit them */
 #define ROUND 512 /* messages applied between two looks at batches, outbox and requests */
 #define STATS_MS 10000
 #define REVOKE_FLUSH_MS 5000
