@@ -21,11 +21,13 @@ static char g_name[96] = "unknown";
  * memory at the top of a heap is given back to the kernel (trim) and faulted in again at the next growth; blocks of
  * 128 KiB and more (librdkafka's fetch buffers, SQLite's larger ones) are mmap'd and unmapped each time. Keep what was
  * grown: no trim below 256 MiB of free top, grow by 16 MiB, mmap only from 32 MiB. */
+#ifndef ESR_ALLOC_SANITIZED
 static void tune_glibc(void) {
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
   mallopt(M_TOP_PAD, 16 << 20);
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
 }
+#endif
 
 void esr_alloc_setup(void) {
 #ifdef ESR_ALLOC_SANITIZED
