@@ -1,11 +1,12 @@
 /* alloc.h — which malloc the process runs with, and glibc's tuning when it is glibc's.
  *
- * The esr executable is linked with a replacement allocator (CMake option ESR_ALLOCATOR: mimalloc by default, or
- * jemalloc, or glibc), which then serves every library of the process (librdkafka allocates each message on its broker
- * thread and an apply thread frees it: glibc's arenas handle that one-way traffic badly). esr_alloc_setup finds out at
- * run time which one serves malloc (a linked one, or one preloaded with LD_PRELOAD) and, when it is glibc's, tunes it
- * (no trimming, no mmap for large blocks: both fault pages in again and again under that traffic). Call it once at the
- * start of main, before any thread starts. */
+ * librdkafka allocates each message on its broker thread and an apply thread frees it. Under that one-way traffic
+ * glibc's malloc, as it comes, gives the memory at the top of its heaps back to the kernel and faults it in again, and
+ * maps and unmaps every large block; tuned (no trimming below 256 MiB, 16 MiB growth, mmap only from 32 MiB) it
+ * measured ahead of mimalloc and jemalloc in the benchmark's alloc rows (README, Benchmark), so it is the default.
+ * CMake's ESR_ALLOCATOR links mimalloc or jemalloc instead; either then serves every library of the process.
+ * esr_alloc_setup finds out at run time which one serves malloc (a linked one, or one preloaded with LD_PRELOAD) and
+ * tunes glibc's when it is that one. Call it once at the start of main, before any thread starts. */
 #ifndef ESR_ALLOC_H
 #define ESR_ALLOC_H
 

@@ -41,6 +41,9 @@
 #define ESR_GLIBC_BIN NULL
 #endif
 static const char *g_glibc_bin = ESR_GLIBC_BIN;
+#ifndef ESR_SQL_LEDGER
+#define ESR_SQL_LEDGER "handlers/ledger/ledger.yaml"
+#endif
 #ifndef ESR_PEER_SCRIPT
 #define ESR_PEER_SCRIPT "tests/bench/peer_worker.py"
 #endif
@@ -177,10 +180,11 @@ enum {
   PH_REPLAY = 128,
   PH_PEER = 256,
   PH_ALLOC = 512,
-  PH_READBACK = 1024
+  PH_READBACK = 1024,
+  PH_SQL = 2048
 };
 static const char *const PHASES[] = {"consume", "parse", "store", "esr",  "rss", "naive",
-                                     "recovery", "replay", "peer", "alloc", "readback", NULL};
+                                     "recovery", "replay", "peer", "alloc", "readback", "sql", NULL};
 enum { ST_BULK = 1, ST_SETS = 2 }; /* the streams: produced in bulk, and in small message sets */
 
 typedef struct options {
@@ -197,6 +201,7 @@ typedef struct options {
   int set_messages;   /* batch.num.messages of the small-sets stream's producer */
   const char *python, *peer;
   const char *esr_glibc; /* the same command without a replacement malloc, or NULL */
+  const char *sql_handler; /* the ledger written in SQL */
   int brokers;
   double bad_share;
   uint64_t seed;
@@ -221,8 +226,12 @@ static void usage(FILE *out) {
           "  esr             `esr run` (static, every partition) from process start until every partition's stored\n"
           "                  next_offset is the high watermark\n"
           "  alloc           esr's catch-up of the bulk stream with another malloc than the one linked in (" ESR_ALLOCATOR_NAME "):\n"
-          "                  glibc's, tuned (--esr-glibc), and each of mimalloc, jemalloc found, by LD_PRELOAD; each\n"
+          "                  glibc's, tuned (--esr-glibc, when esr links another), and each of mimalloc, jemalloc\n"
+          "                  found, by LD_PRELOAD; each\n"
           "                  run right after one of the esr figure's\n"
+          "  sql             esr's catch-up of the bulk stream with the ledger written in SQL (--sql-handler,\n"
+          "                  handlers/ledger/ledger.yaml) instead of ledger.so; each run right after one of the esr\n"
+          "                  figure's\n"
           "  peer            the worker a team would write by hand: tests/bench/peer_worker.py (Python, Debian's\n"
           "                  python3-confluent-kafka and sqlite3; the ledger's rules, a database per partition, state\n"
           "                  and offset in one transaction per batch), process start to exit\n"
@@ -257,14 +266,15 @@ static void usage(FILE *out) {
           "  --python PATH       the peer's interpreter (default /usr/bin/python3, with python3-confluent-kafka)\n"
           "  --peer PATH         the peer worker (default %s)\n"
           "  --esr-glibc PATH    esr without its replacement malloc, for the alloc rows (default %s)\n"
+          "  --sql-handler PATH  the ledger written in SQL, for the sql row (default " ESR_SQL_LEDGER ")\n"
           "  --brokers N         mock cluster brokers (default 3)\n"
           "  --bad-share F       share of bad events (default 0.01)\n"
           "  --seed N            stream seed (default 6)\n"
           "  --esr PATH          the esr binary (default %s)\n"
           "  --handler PATH      the ledger plugin (default %s/handlers/ledger.so)\n"
           "  --only LIST         measure only these figures (comma-separated): consume, parse, store, esr, peer,\n"
-          "                      alloc, rss, naive, recovery, replay, readback (default: all; replay and alloc bring\n"
-          "                      esr)\n"
+          "                      alloc, sql, rss, naive, recovery, replay, readback (default: all; replay, alloc and\n"
+          "                      sql bring esr)\n"
           "  --set KEY=VALUE     a worker configuration key for every worker of the run (repeatable), e.g.\n"
           "                      --set apply.threads=1; batch.max.events and sqlite.cache.mb also apply to the store\n"
           "                      limit. The naive worker's batch.max.events and offsets.commit.sync are its own.\n"
@@ -288,9 +298,10 @@ static void parse_options(int argc, char **argv, options *o) {
   static char handler[1024];
   snprintf(handler, sizeof handler, "%s/handlers/ledger.so", ESR_BUILD_DIR);
   *o = (options){.events = 2000000, .repeats = 3, .naive_seconds = 10, .small_accounts = 1000, .brokers = 3,
-                 .bad_share = 0.01, .seed = 6, .esr_bin = ESR_BIN, .handler = handler, .only = 2047,
+                 .bad_share = 0.01, .seed = 6, .esr_bin = ESR_BIN, .handler = handler, .only = 4095,
                  .large_accounts = 10000000, .streams = ST_BULK | ST_SETS, .set_messages = 5,
-                 .python = "/usr/bin/python3", .peer = ESR_PEER_SCRIPT, .esr_glibc = g_glibc_bin};
+                 .python = "/usr/bin/python3", .peer = ESR_PEER_SCRIPT, .esr_glibc = g_glibc_bin,
+                 .sql_handler = ESR_SQL_LEDGER};
   static const struct option opts[] = {
       {"events", required_argument, NULL, 'e'},         {"accounts", required_argument, NULL, 'a'},
       {"partitions", required_argument, NULL, 'p'},     {"repeats", required_argument, NULL, 'r'},
@@ -302,6 +313,7 @@ static void parse_options(int argc, char **argv, options *o) {
       {"large-accounts", required_argument, NULL, 'L'}, {"streams", required_argument, NULL, 'T'},
       {"set-messages", required_argument, NULL, 'M'},   {"python", required_argument, NULL, 'P'},
       {"peer", required_argument, NULL, 'W'},           {"esr-glibc", required_argument, NULL, 'G'},
+      {"sql-handler", required_argument, NULL, 'Q'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
@@ -330,6 +342,7 @@ static void parse_options(int argc, char **argv, options *o) {
     case 'P': o->python = optarg; break;
     case 'W': o->peer = optarg; break;
     case 'G': o->esr_glibc = optarg; break;
+    case 'Q': o->sql_handler = optarg; break;
     case 'T': {
       o->streams = 0;
       char *list = strdup(optarg), *save = NULL;
@@ -371,7 +384,7 @@ static void parse_options(int argc, char **argv, options *o) {
         while (PHASES[i] && strcmp(PHASES[i], t) != 0) i++;
         if (!PHASES[i]) {
           fprintf(stderr, "esr-bench: --only: unknown figure '%s' (%s)\n", t,
-                  "consume, parse, store, esr, peer, alloc, rss, naive, recovery, replay, readback");
+                  "consume, parse, store, esr, peer, alloc, sql, rss, naive, recovery, replay, readback");
           exit(2);
         }
         o->only |= 1 << i;
@@ -387,7 +400,7 @@ static void parse_options(int argc, char **argv, options *o) {
     fprintf(stderr, "esr-bench: unexpected argument '%s'\n", argv[optind]);
     exit(2);
   }
-  if (o->only & PH_ALLOC) { /* each allocator's run follows one of the linked one's, on the bulk stream */
+  if (o->only & (PH_ALLOC | PH_SQL)) { /* each of these runs follows one of the esr figure's, on the bulk stream */
     o->only |= PH_ESR;
     o->streams |= ST_BULK;
   }
@@ -553,6 +566,7 @@ typedef struct bench {
   char consume_name[2][48], esr_name[2][48], peer_name[2][48];
   /* the alloc rows: esr with another malloc */
   figure alloc[3];
+  figure sql; /* esr with the ledger written in SQL */
   char alloc_name[3][64];
   const char *alloc_bin[3], *alloc_preload[3];
   int n_alloc;
@@ -699,6 +713,19 @@ static void phase_esr(bench *b, bstream *st) {
                      b->alloc_name[k], r + 1, b->o.repeats, adt, st->n / adt, cpu * 1e6 / st->n,
                      (double)kib * 1024 / 1e6, threads);
       rm_state(adir);
+    }
+    if (bulk && (b->o.only & PH_SQL)) {
+      char sdir[1100], threads[600];
+      state_dir("esr-sql", r, sdir, sizeof sdir);
+      bench_env saved = b->env;
+      b->env.handler = b->o.sql_handler;
+      double sdt = catch_up(b, st->topic, st->hwm, st->n, sdir, &kib, &cpu, threads, sizeof threads, NULL);
+      b->env = saved;
+      add(&b->sql, st->n / sdt);
+      add_cpu(&b->sql, cpu, st->n);
+      bench_progress("  %s %d/%d: %.2f s, %.0f events/s, CPU %.2f us/event (by thread: %s)", b->sql.name, r + 1,
+                     b->o.repeats, sdt, st->n / sdt, cpu * 1e6 / st->n, threads);
+      rm_state(sdir);
     }
     if (!bulk) {
       rm_state(dir);
@@ -1067,6 +1094,7 @@ static void print_table(bench *b, long cores, const char *load_start, const char
     if (i == 0) row(&st->store, st);
     row(&st->esr, st);
     for (int k = 0; i == 0 && k < b->n_alloc; k++) row(&b->alloc[k], st);
+    if (i == 0) row(&b->sql, st);
     row(&st->peer, st);
   }
   const figure *rest[] = {&b->replay, &b->naive, &b->rec_big, &b->rec_small, &b->rss8,
@@ -1130,6 +1158,10 @@ static void print_table(bench *b, long cores, const char *load_start, const char
   double d1 = rbs ? 1 - median(&b->cp_on) / median(&b->cp_off) : 0;
   snprintf(v, sizeof v, "%+.1f %% from 0, %+.1f %% from checkpoints", -100 * d0, -100 * d1);
   target("read-back costs < 10 % of the catch-up rate", rbs, v, d0 < 0.10 && d1 < 0.10);
+  int sqls = has(&b->sql) && has(&b->st[0].esr);
+  snprintf(v, sizeof v, "SQL / C = %.2f", sqls ? median(&b->sql) / median(&b->st[0].esr) : 0);
+  target("the ledger in SQL within 1.5 x of ledger.so (rate)", sqls, v,
+         sqls && median(&b->sql) * 1.5 >= median(&b->st[0].esr));
   double r8 = has(&b->rss8) ? median(&b->rss8) : 0;
   snprintf(v, sizeof v, "%.1f MB", r8);
   target("peak RSS <= 150 MB with 8 partitions", has(&b->rss8), v, r8 <= 150);
@@ -1259,6 +1291,7 @@ int main(int argc, char **argv) {
   b.rec_small = (figure){.name = b.rec_small_name, .unit = MILLIS};
   b.rss_all = (figure){.name = b.rss_all_name, .unit = MEGABYTES};
   b.replay = (figure){.name = "replay (esr replay, from 0)", .unit = RATE};
+  b.sql = (figure){.name = "esr, ledger in SQL (yaml)", .unit = RATE};
   b.rb_on = (figure){.name = "esr, read-back on", .unit = RATE};
   b.rb_off = (figure){.name = "esr, read-back off", .unit = RATE};
   b.cp_on = (figure){.name = "replay, read-back on", .unit = RATE};
