@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# bench.sh — the benchmark of issue 6: installs what is missing and builds (scripts/setup.sh, into build/), then runs
-# build/esr-bench, which measures esr against limits measured in the same run on the same 2 M-event ledger stream
-# (consume, parse, store), a naive worker, recovery after kill -9, peak RSS and esr replay against the worker's catch-up,
-# and prints a table. Takes 3-6 minutes;
+# bench.sh — the benchmark of issues 6 and 15: installs what is missing and builds (scripts/setup.sh, into build/), then
+# runs build/esr-bench, which measures esr (rate and CPU per event) against limits measured in the same run on the same
+# 2 M-event ledger stream (consume, parse, store) and against a hand-written Python worker, on the stream produced in
+# bulk and in small message sets, a naive worker, recovery after kill -9 with a large and a small state, peak RSS and
+# esr replay against the worker's catch-up, and prints a table. Takes a few minutes;
 # progress goes to stderr, the table to stdout. Not part of the test suite: exit 0 whenever it could measure.
 #   scripts/bench.sh                                  the issue's figures with the defaults
 #   scripts/bench.sh --events 1000000 --repeats 5     other sizes (--partitions, --accounts, ...: see --help)

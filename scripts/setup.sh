@@ -20,8 +20,10 @@ PKGS=(build-essential cmake pkg-config librdkafka-dev libsqlite3-dev libcjson-de
       libyaml-dev                         # handlers written in SQL (their YAML file)
       clang libclang-rt-14-dev             # libFuzzer harnesses (scripts/fuzz.sh)
       libmicrohttpd-dev                    # the worker's /healthz, /readyz, /metrics
+      libmimalloc-dev libjemalloc-dev      # the benchmark's alloc rows (and ESR_ALLOCATOR=mimalloc|jemalloc)
       chromium                             # headless, renders esr history's HTML page in tests (test_history)
-      prometheus yamllint)                 # tests: a real Prometheus and promtool (metrics, alerts), deploy/ linted
+      prometheus yamllint                  # tests: a real Prometheus and promtool (metrics, alerts), deploy/ linted
+      python3-confluent-kafka)             # the benchmark's hand-written Python peer worker (tests/bench)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

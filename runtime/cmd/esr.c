@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "cmd.h"
 #include "store.h"
 
@@ -37,6 +38,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
+  esr_alloc_setup();
   esr_store_init_library();
   if (strcmp(cmd, "run") == 0) return esr_cmd_run(argc - 1, argv + 1);
   if (strcmp(cmd, "mock-cluster") == 0) return esr_cmd_mock_cluster(argc - 1, argv + 1);
@@ -49,7 +51,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "verify") == 0) return esr_cmd_verify(argc - 1, argv + 1);
   if (strcmp(cmd, "digest") == 0) return esr_cmd_digest(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-    printf("esr %s\n", ESR_VERSION);
+    printf("esr %s (malloc: %s)\n", ESR_VERSION, esr_alloc_name());
     return 0;
   }
   if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

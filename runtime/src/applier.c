@@ -79,12 +79,27 @@ static void on_message(applier *a, rd_kafka_message_t *m) {
     esr__slot_stop(a, s, err.msg);
     return;
   }
+  if (rc == ESR_E_REDO) { /* rolled back on purpose (partition.c's fast path): again from the committed position */
+    esr__slot_pause(a, s, 0);
+    return;
+  }
   esr__slot_lost_batch(a, s, &err);
 }
 
+/* Whether the log holds events of this partition past the open batch that have not arrived yet (librdkafka's cached
+ * high watermark, from the last fetch response): the thread idles because fetching is slower than applying (a broker
+ * serving small message sets), not because the partition is caught up. */
+static int behind_log(applier *a, slot *s) {
+  int64_t lo = -1, hi = -1;
+  return rd_kafka_get_watermark_offsets(a->w->rk, esr__slot_topic(a, s), s->partition, &lo, &hi) ==
+             RD_KAFKA_RESP_ERR_NO_ERROR &&
+         hi > esr_partition_next_offset(s->p);
+}
+
 /* Commits batches that are due, retries paused partitions, runs outbox housekeeping. Batching adapts to the load:
- * when the thread's queue is empty (idle: it keeps up with the log) every open batch is committed at once, so that a
- * quiet partition's events are durable within milliseconds; while a backlog waits, a batch may stay open up to 10 x
+ * when the thread's queue is empty (idle: it keeps up with the log) every open batch of a partition caught up with
+ * its log is committed at once, so that a quiet partition's events are durable within milliseconds (one still behind
+ * its log waits for its next fetch, up to the age limit: a slow fetch must not turn a catch-up into tiny batches); while a backlog waits, a batch may stay open up to 10 x
  * batch.max.ms so that it fills (one transaction per partition per batch.max.events: with many partitions per thread,
  * the plain age limit would commit batches of a few dozen events during a catch-up). */
 static void tick(applier *a, int64_t now, int idle) {
@@ -106,7 +121,7 @@ static void tick(applier *a, int64_t now, int idle) {
       continue;
     }
     if (esr_partition_batch_events(s->p) > 0) {
-      if (idle || now - esr_partition_batch_started(s->p) >= max_age)
+      if ((idle && !behind_log(a, s)) || now - esr_partition_batch_started(s->p) >= max_age)
         esr__slot_commit(a, s);
       else
         open++;
@@ -249,6 +264,7 @@ esr_code esr__applier_init(esr_worker *w, applier *a, int index, esr_error *err)
                                .dlq_topic = w->cfg->dlq_topic,
                                .store = {.cache_mb = w->cfg->sqlite_cache_mb},
                                .max_crash_retries = w->cfg->max_crash_retries,
+                               .fast_path = 1,
                                .batch_max = w->cfg->batch_max_events,
                                .last_crash = &w->last_crash,
                                .schemas = w->schemas,

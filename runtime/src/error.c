@@ -48,6 +48,7 @@ const char *esr_code_name(esr_code code) {
   case ESR_E_GAP: return "gap";
   case ESR_E_CORRUPT: return "corrupt";
   case ESR_E_STATE: return "state";
+  case ESR_E_REDO: return "redo";
   }
   return "unknown";
 }

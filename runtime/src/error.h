@@ -22,6 +22,7 @@ typedef enum esr_code {
   ESR_E_GAP,      /* the log no longer holds the events needed to resume */
   ESR_E_CORRUPT,  /* a database or file failed its integrity check */
   ESR_E_STATE,    /* an operation in the wrong state (a programming or sequencing error) */
+  ESR_E_REDO,     /* the open batch was rolled back on purpose: apply it again from the committed position */
 } esr_code;
 
 typedef struct esr_error {

@@ -12,6 +12,8 @@
 #ifndef ESR_LOADER_H
 #define ESR_LOADER_H
 
+#include <stdatomic.h>
+
 #include "error.h"
 #include "esr/handler.h"
 
@@ -19,6 +21,9 @@ typedef struct esr_plugin {
   char *path;
   void *dl;
   esr_handler handler; /* as filled by the plugin's init */
+  /* The handler was seen changing the database before refusing an event (partition.c's fast path): from then on
+   * every event it handles gets a savepoint. Shared by the apply threads. */
+  atomic_int writes_before_refusing;
 } esr_plugin;
 
 /* `options` (NULL-terminated, may be NULL) are handed to init; they need to live only during the call. */

@@ -3,6 +3,7 @@
 #include "partition.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #define WAL_IDLE_MS 1000    /* a partition with no commit for this long truncates its WAL */
 #define WAL_BIG_FRAMES 256  /* ... and sooner when the WAL is this long (1 MiB): a crash would cost its reread */
 #define WAL_BIG_IDLE_MS 200
+#define DL_LOG_MS 10000     /* dead letters: one info line at most per partition and interval, then a summary */
 
 typedef struct seq_list {
   int64_t *v;
@@ -54,11 +56,18 @@ struct esr_partition {
   int wal_failed;         /* the last truncation failed for a reason other than a reader: wait for a commit */
   esr_pmetrics *metrics;      /* counted at commit, or NULL */
   int batch_dead[ESR_DL_N];   /* dead letters of the open batch, by reason */
+  /* dead letters not logged one by one at info level since the last line (summarized by esr_partition_tick) */
+  int64_t dl_logged_ms;      /* esr_now_ms of the last info line about dead letters, or 0 */
+  int dl_quiet[ESR_DL_N];
+  int dl_quiet_n;
+  int64_t dl_quiet_from, dl_quiet_to; /* their offsets */
   seq_list delivered; /* acknowledged, to delete in the next transaction */
   seq_list deleting;  /* deleted in the open transaction */
   int in_txn;         /* a Kafka transaction is open: acknowledged rows wait in `staged` for its commit */
   seq_list staged;
 };
+
+static void dead_letter_summary(esr_partition *p, int64_t now);
 
 static int seq_push(seq_list *l, int64_t v) {
   if (l->n == l->cap) {
@@ -162,6 +171,7 @@ fail:
 
 void esr_partition_close(esr_partition *p) {
   if (!p) return;
+  dead_letter_summary(p, esr_now_ms());
   esr_guard_release(p->guard); /* closed on purpose: whatever batch was open is not a death */
   esr_store_close(p->store);
   esr_outputs_free(p->outs);
@@ -231,10 +241,48 @@ static esr_code dead_letter(esr_partition *p, const esr_message *m, const char *
   if (rc != ESR_E_OK) return rc;
   p->pending.dead++;
   p->batch_outbox++;
-  p->batch_dead[esr_metrics_reason_index(reason)]++;
-  esr_log(ESR_LOG_INFO, "partition", "%s[%d]@%" PRId64 ": dead letter (%s): %s", esr_store_topic(p->store),
-          (int)esr_store_partition(p->store), m->offset, reason, error);
+  int why = esr_metrics_reason_index(reason);
+  p->batch_dead[why]++;
+  /* Each one at debug level; at info, the first of an interval, then a summary per interval (esr_partition_tick):
+   * the dead letter itself carries the detail, and a stream of bad input must not become a stream of log lines. */
+  if (esr_log_enabled(ESR_LOG_DEBUG)) {
+    esr_log(ESR_LOG_DEBUG, "partition", "%s[%d]@%" PRId64 ": dead letter (%s): %s", esr_store_topic(p->store),
+            (int)esr_store_partition(p->store), m->offset, reason, error);
+    return ESR_E_OK;
+  }
+  int64_t now = esr_now_ms();
+  if (!p->dl_quiet_n && (!p->dl_logged_ms || now - p->dl_logged_ms >= DL_LOG_MS)) {
+    esr_log(ESR_LOG_INFO, "partition", "%s[%d]@%" PRId64 ": dead letter (%s): %s", esr_store_topic(p->store),
+            (int)esr_store_partition(p->store), m->offset, reason, error);
+    p->dl_logged_ms = now;
+    return ESR_E_OK;
+  }
+  if (!p->dl_quiet_n++) p->dl_quiet_from = m->offset;
+  p->dl_quiet_to = m->offset;
+  p->dl_quiet[why]++;
   return ESR_E_OK;
+}
+
+/* The info line about the dead letters not logged one by one since the last one (see dead_letter). */
+static void dead_letter_summary(esr_partition *p, int64_t now) {
+  if (!p->dl_quiet_n) return;
+  char reasons[256] = "";
+  size_t used = 0;
+  for (int i = 0; i < ESR_DL_N; i++) {
+    if (!p->dl_quiet[i]) continue;
+    int w = snprintf(reasons + used, sizeof reasons - used, "%s%s %d", used ? ", " : "", esr_metrics_reason_name(i),
+                     p->dl_quiet[i]);
+    if (w < 0 || (size_t)w >= sizeof reasons - used) break;
+    used += (size_t)w;
+  }
+  esr_log(ESR_LOG_INFO, "partition",
+          "%s[%d]: %d more dead letter(s) at offsets %" PRId64 "..%" PRId64 " (%s); each one is logged at debug level "
+          "and carries its reason in the dead-letter topic",
+          esr_store_topic(p->store), (int)esr_store_partition(p->store), p->dl_quiet_n, p->dl_quiet_from,
+          p->dl_quiet_to, reasons);
+  memset(p->dl_quiet, 0, sizeof p->dl_quiet);
+  p->dl_quiet_n = 0;
+  p->dl_logged_ms = now;
 }
 
 static const char *key_copy(esr_partition *p, const esr_message *m) {
@@ -249,6 +297,23 @@ static const char *key_copy(esr_partition *p, const esr_message *m) {
   memcpy(p->keybuf, m->key, m->key_len);
   p->keybuf[m->key_len] = '\0';
   return p->keybuf;
+}
+
+/* Undoes what a refused event changed: its savepoint when it has one; else nothing when it changed nothing (the fast
+ * path: most handlers check before they write); else the whole batch, and the caller applies it again from the
+ * committed position (ESR_E_REDO), this handler with a savepoint per event from then on. */
+static esr_code undo_event(esr_partition *p, const esr_plugin *pl, int savepoint, uint64_t mark, int64_t offset,
+                           esr_error *err) {
+  if (savepoint) return esr_store_rollback_to(p->store, err);
+  if (esr_store_write_mark(p->store) == mark) return ESR_E_OK;
+  esr_plugin *shared = (esr_plugin *)pl; /* the one mutable member, atomic */
+  if (!atomic_exchange(&shared->writes_before_refusing, 1))
+    esr_log(ESR_LOG_INFO, "partition",
+            "%s[%d]@%" PRId64 ": handler %s changed the database before refusing an event: its events get a savepoint "
+            "each from now on, and this batch is applied again",
+            esr_store_topic(p->store), (int)esr_store_partition(p->store), offset, pl->handler.name);
+  return esr_error_set(err, ESR_E_REDO, 0, "handler %s changed the database before refusing offset %" PRId64
+                       ": the batch is applied again, with a savepoint per event", pl->handler.name, offset);
 }
 
 /* Runs the handler on one parsed event. Returns ESR_E_OK when the event was consumed (applied or dead-lettered),
@@ -269,9 +334,13 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
   const esr_handler *h = &route.plugin->handler;
   esr_ctx ctx;
   esr_store *s = p->store;
-  /* One savepoint covers upcast and apply: whatever the event changed is undone unless it is applied. */
-  esr_code rc = esr_store_savepoint(s, err);
+  /* One savepoint covers upcast and apply: whatever the event changed is undone unless it is applied; none on the
+   * fast path (undo_event). */
+  int savepoint = !p->env->fast_path || atomic_load_explicit(&route.plugin->writes_before_refusing, memory_order_relaxed);
+  uint64_t mark = 0;
+  esr_code rc = savepoint ? esr_store_savepoint(s, err) : ESR_E_OK;
   if (rc != ESR_E_OK) return rc;
+  if (!savepoint) mark = esr_store_write_mark(s);
   if (env->version < route.claim->max_version && h->upcast) {
     int from = env->version;
     int ur = esr_call_upcast(&ctx, s, route.plugin, m->offset, env->root, from);
@@ -289,7 +358,7 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     else
       msg[0] = '\0';
     if (msg[0]) {
-      if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
+      if ((rc = undo_event(p, route.plugin, savepoint, mark, m->offset, err)) != ESR_E_OK) return rc;
       return dead_letter(p, m, "invalid", msg, err);
     }
   }
@@ -298,7 +367,7 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
     const esr_schema *schema = esr_schema_set_find(p->env->schemas, env->type, env->version);
     esr_error verr;
     if (schema && esr_schema_validate(schema, env->data, "/data", &verr) != ESR_E_OK) {
-      if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
+      if ((rc = undo_event(p, route.plugin, savepoint, mark, m->offset, err)) != ESR_E_OK) return rc;
       return dead_letter(p, m, "schema", verr.msg, err);
     }
   }
@@ -320,14 +389,14 @@ static esr_code apply_event(esr_partition *p, const esr_message *m, esr_envelope
   int hr = esr_call_apply(&ctx, s, route.plugin, &ev);
   if ((rc = esr_call_storage(&ctx, err)) != ESR_E_OK) return rc;
   if (hr == ESR_OK) {
-    rc = esr_store_release(s, err);
+    rc = savepoint ? esr_store_release(s, err) : ESR_E_OK;
     if (rc == ESR_E_OK) {
       p->pending.applied++;
       p->batch_outbox += ctx.emits;
     }
     return rc;
   }
-  if ((rc = esr_store_rollback_to(s, err)) != ESR_E_OK) return rc;
+  if ((rc = undo_event(p, route.plugin, savepoint, mark, m->offset, err)) != ESR_E_OK) return rc;
   const char *why = ctx.error[0] ? ctx.error : "(the handler gave no message)";
   if (hr == ESR_REJECT || hr == ESR_INVALID) {
     snprintf(msg, sizeof msg, "handler %s: %s", h->name, why);
@@ -536,6 +605,10 @@ void esr_partition_delivered(esr_partition *p, const esr_delivery *d) {
 
 esr_code esr_partition_tick(esr_partition *p, esr_error *err) {
   esr_code rc;
+  if (p->dl_quiet_n) {
+    int64_t now = esr_now_ms();
+    if (now - p->dl_logged_ms >= DL_LOG_MS) dead_letter_summary(p, now);
+  }
   if (p->delivered.n && !esr_store_in_batch(p->store)) {
     if ((rc = begin(p, err)) != ESR_E_OK) return rc;
     if ((rc = esr_partition_commit(p, err)) != ESR_E_OK) return rc;

@@ -48,6 +48,10 @@ typedef struct esr_partition_env {
   const esr_crash_record *last_crash;   /* the previous process's fatal signal, or NULL */
   const esr_schema_set *schemas;        /* the events' data is validated against these (after upcast), or NULL */
   esr_outputs_opts outputs;             /* publish once: marks and read-back (esr/outputs.h) */
+  /* No savepoint per event: a refused event that changed nothing needs no undo; one that did makes
+   * esr_partition_apply roll the batch back and return ESR_E_REDO (the caller applies it again from the committed
+   * position, the handler then with a savepoint per event). 0: a savepoint per event, never ESR_E_REDO. */
+  int fast_path;
 } esr_partition_env;
 
 /* Opens the partition's store and brings every handler's tables up to date. `sink` identifies the partition in

@@ -1,14 +1,84 @@
 /* registry.c — routing event types to the handler that claims them. */
 #include "registry.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* How specifically `claim` matches `type`: 0 none, else a rank (exact beats any prefix; longer prefix beats shorter). */
-static size_t match(const char *claim, const char *type) {
-  size_t n = strlen(claim);
-  if (n >= 2 && claim[n - 1] == '*') return strncmp(claim, type, n - 1) == 0 ? n - 1 : 0;
-  return strcmp(claim, type) == 0 ? (size_t)-1 : 0;
+/* The routing index: exact claims in an open-addressing table keyed by a hash of the type, prefix claims ("a.*") in
+ * a list, longest first. Rebuilt whenever a plugin is added; read-only afterwards, so apply threads share it. */
+typedef struct exact_claim {
+  uint64_t hash; /* 0: empty slot */
+  size_t len;
+  const char *type;
+  const esr_plugin *plugin;
+  const esr_event_type *claim;
+} exact_claim;
+
+typedef struct prefix_claim {
+  size_t len; /* of the prefix, without the '*' */
+  const char *type;
+  const esr_plugin *plugin;
+  const esr_event_type *claim;
+} prefix_claim;
+
+struct esr_route_index {
+  exact_claim *exact;
+  size_t mask; /* table size - 1 (a power of two) */
+  prefix_claim *prefix;
+  size_t n_prefix;
+};
+
+/* FNV-1a over the type, and its length; never 0. */
+static uint64_t type_hash(const char *s, size_t *len) {
+  uint64_t h = 1469598103934665603ULL;
+  const char *p = s;
+  for (; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  *len = (size_t)(p - s);
+  return h ? h : 1;
+}
+
+static int is_prefix_claim(const char *claim, size_t n) { return n >= 2 && claim[n - 1] == '*'; }
+
+static void index_free(esr_route_index *x) {
+  if (!x) return;
+  free(x->exact);
+  free(x->prefix);
+  free(x);
+}
+
+static int prefix_longer_first(const void *a, const void *b) {
+  size_t la = ((const prefix_claim *)a)->len, lb = ((const prefix_claim *)b)->len;
+  return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+static esr_route_index *index_build(esr_plugin *const *plugins, size_t n) {
+  size_t claims = 0;
+  for (size_t i = 0; i < n; i++)
+    for (const esr_event_type *t = plugins[i]->handler.types; t->type; t++) claims++;
+  size_t size = 8;
+  while (size < claims * 2) size *= 2;
+  esr_route_index *x = calloc(1, sizeof *x);
+  if (!x || !(x->exact = calloc(size, sizeof *x->exact)) || !(x->prefix = calloc(claims + 1, sizeof *x->prefix))) {
+    index_free(x);
+    return NULL;
+  }
+  x->mask = size - 1;
+  for (size_t i = 0; i < n; i++) {
+    for (const esr_event_type *t = plugins[i]->handler.types; t->type; t++) {
+      size_t len;
+      uint64_t h = type_hash(t->type, &len);
+      if (is_prefix_claim(t->type, len)) {
+        x->prefix[x->n_prefix++] = (prefix_claim){len - 1, t->type, plugins[i], t};
+        continue;
+      }
+      size_t k = h & x->mask;
+      while (x->exact[k].hash) k = (k + 1) & x->mask;
+      x->exact[k] = (exact_claim){h, len, t->type, plugins[i], t};
+    }
+  }
+  qsort(x->prefix, x->n_prefix, sizeof *x->prefix, prefix_longer_first);
+  return x;
 }
 
 esr_code esr_registry_add(esr_registry *r, esr_plugin *p, esr_error *err) {
@@ -36,7 +106,15 @@ esr_code esr_registry_add(esr_registry *r, esr_plugin *p, esr_error *err) {
     return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
   }
   r->plugins = grown;
-  r->plugins[r->n++] = p;
+  r->plugins[r->n] = p;
+  esr_route_index *x = index_build(r->plugins, r->n + 1);
+  if (!x) {
+    esr_plugin_free(p);
+    return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
+  }
+  r->n++;
+  index_free(r->index);
+  r->index = x;
   return ESR_E_OK;
 }
 
@@ -83,17 +161,25 @@ esr_code esr_registry_load(esr_registry *r, char *const *paths, size_t n, const 
 }
 
 esr_route_result esr_registry_route(const esr_registry *r, const char *type, int version, esr_route *out) {
-  size_t best = 0;
   out->plugin = NULL;
   out->claim = NULL;
-  for (size_t i = 0; i < r->n; i++) {
-    for (const esr_event_type *t = r->plugins[i]->handler.types; t->type; t++) {
-      size_t m = match(t->type, type);
-      if (m > best) {
-        best = m;
-        out->plugin = r->plugins[i];
-        out->claim = t;
-      }
+  const esr_route_index *x = r->index;
+  if (!x) return ESR_ROUTE_UNKNOWN_TYPE;
+  size_t len;
+  uint64_t h = type_hash(type, &len);
+  for (size_t k = h & x->mask; x->exact[k].hash; k = (k + 1) & x->mask) {
+    const exact_claim *e = &x->exact[k];
+    if (e->hash == h && e->len == len && memcmp(e->type, type, len) == 0) {
+      out->plugin = e->plugin;
+      out->claim = e->claim;
+      break;
+    }
+  }
+  for (size_t i = 0; !out->plugin && i < x->n_prefix; i++) { /* longest first: the first match is the best */
+    const prefix_claim *c = &x->prefix[i];
+    if (c->len <= len && memcmp(c->type, type, c->len) == 0) {
+      out->plugin = c->plugin;
+      out->claim = c->claim;
     }
   }
   if (!out->plugin) return ESR_ROUTE_UNKNOWN_TYPE;
@@ -105,5 +191,7 @@ void esr_registry_clear(esr_registry *r) {
   for (size_t i = 0; i < r->n; i++) esr_plugin_free(r->plugins[i]);
   free(r->plugins);
   r->plugins = NULL;
+  index_free(r->index);
+  r->index = NULL;
   r->n = 0;
 }

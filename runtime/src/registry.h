@@ -9,9 +9,12 @@
 #include "config.h"
 #include "loader.h"
 
+typedef struct esr_route_index esr_route_index;
+
 typedef struct esr_registry {
   esr_plugin **plugins;
   size_t n;
+  esr_route_index *index; /* the claims, hashed: built by esr_registry_add (routing compares one string at most) */
 } esr_registry;
 
 typedef enum esr_route_result { ESR_ROUTE_OK = 0, ESR_ROUTE_UNKNOWN_TYPE, ESR_ROUTE_UNKNOWN_VERSION } esr_route_result;

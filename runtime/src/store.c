@@ -51,6 +51,7 @@ struct esr_store {
   int guard;
   esr_position pos;
   int host_call;                /* a host service runs on behalf of the handler: the guard does not apply */
+  uint64_t schema_writes;       /* statements changing the schema prepared while the guard was on */
   sqlite3_stmt *host[ST_COUNT]; /* prepared with the guard off, never handed to handlers */
   stmt_cache handler_stmts;     /* lent to handlers */
   sqlite3_stmt *lent[32];       /* lent during the current guarded callback: reset when the guard goes off */
@@ -156,8 +157,19 @@ esr_code esr_store_move_aside(const char *path, const char *tag, char *aside, si
 static int is_esr_table(const char *name) { return name && sqlite3_strnicmp(name, "esr_", 4) == 0; }
 
 static int authorize(void *arg, int action, const char *a, const char *b, const char *c, const char *d) {
-  const esr_store *s = arg;
+  esr_store *s = arg;
   if (!s->guard || s->host_call) return SQLITE_OK;
+  switch (action) { /* a change of the schema is not a row change: counted for esr_store_write_mark */
+  case SQLITE_CREATE_INDEX: case SQLITE_CREATE_TABLE: case SQLITE_CREATE_TEMP_INDEX: case SQLITE_CREATE_TEMP_TABLE:
+  case SQLITE_CREATE_TEMP_TRIGGER: case SQLITE_CREATE_TEMP_VIEW: case SQLITE_CREATE_TRIGGER: case SQLITE_CREATE_VIEW:
+  case SQLITE_DROP_INDEX: case SQLITE_DROP_TABLE: case SQLITE_DROP_TEMP_INDEX: case SQLITE_DROP_TEMP_TABLE:
+  case SQLITE_DROP_TEMP_TRIGGER: case SQLITE_DROP_TEMP_VIEW: case SQLITE_DROP_TRIGGER: case SQLITE_DROP_VIEW:
+  case SQLITE_ALTER_TABLE: case SQLITE_CREATE_VTABLE: case SQLITE_DROP_VTABLE:
+    s->schema_writes++;
+    break;
+  default:
+    break;
+  }
   switch (action) {
   /* esr's own tables (position, outbox, handler versions) are the host's: a handler may read them, never change them. */
   case SQLITE_INSERT:
@@ -386,6 +398,10 @@ esr_code esr_store_rollback(esr_store *s, esr_error *err) {
   s->in_batch = 0;
   if (sqlite3_get_autocommit(s->db)) return ESR_E_OK; /* SQLite already rolled back (e.g. after SQLITE_FULL) */
   return run_host(s, ST_ROLLBACK, err);
+}
+
+uint64_t esr_store_write_mark(const esr_store *s) {
+  return (uint64_t)sqlite3_total_changes64(s->db) + s->schema_writes;
 }
 
 esr_code esr_store_savepoint(esr_store *s, esr_error *err) { return run_host(s, ST_SAVEPOINT, err); }

@@ -68,6 +68,10 @@ esr_code esr_store_begin(esr_store *s, esr_error *err);
 /* Writes `pos` to esr_offsets and commits. On failure the transaction is rolled back and the committed position kept. */
 esr_code esr_store_commit(esr_store *s, const esr_position *pos, esr_error *err);
 esr_code esr_store_rollback(esr_store *s, esr_error *err);
+/* Grows whenever the connection changes a row (sqlite3_total_changes64: handlers', triggers' and the host's outbox
+ * rows) or a handler prepares a statement that changes the schema (the authorizer sees it at prepare). Equal marks
+ * before and after a handler call: it changed nothing. A cached schema-changing statement run again is not seen. */
+uint64_t esr_store_write_mark(const esr_store *s);
 esr_code esr_store_savepoint(esr_store *s, esr_error *err);
 esr_code esr_store_release(esr_store *s, esr_error *err);
 esr_code esr_store_rollback_to(esr_store *s, esr_error *err);

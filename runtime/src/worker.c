@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "clock.h"
 #include "host.h"
 #include "json_arena.h"
@@ -311,8 +312,9 @@ esr_code esr_worker_run(esr_worker *w, volatile sig_atomic_t *stop, esr_error *e
   esr_error local;
   if (!err) err = &local;
   esr_log(ESR_LOG_INFO, "worker",
-          "esr %s starting: %zu topic(s), %zu handler(s), %s assignment, %d apply thread(s), state.dir %s",
-          ESR_VERSION, cfg->n_topics, w->registry.n, w->group ? "group" : "static", w->n_appliers, cfg->state_dir);
+          "esr %s starting: %zu topic(s), %zu handler(s), %s assignment, %d apply thread(s), state.dir %s, malloc %s",
+          ESR_VERSION, cfg->n_topics, w->registry.n, w->group ? "group" : "static", w->n_appliers, cfg->state_dir,
+          esr_alloc_name());
   esr_code rc = w->group ? esr__assign_subscribe(w, err) : esr__assign_static(w, err);
   if (rc != ESR_E_OK) return rc;
   w->last_stats = esr_now_ms();

@@ -1,8 +1,9 @@
-/* bench.h — the benchmark of issue 6 (esr-bench): shared declarations.
+/* bench.h — the benchmark of issues 6 and 15 (esr-bench): shared declarations.
  *
  * bench_stream.c   the seeded ledger stream (account opens first, then deposits/withdrawals, ~1% bad), in one arena
  * bench_limits.c   the single-threaded limits: plain librdkafka consume, envelope parse, the ledger's SQL on SQLite
- * bench_worker.c   `esr run` as a child process: catch-up, naive, recovery, peak RSS; the databases polled in-process
+ * bench_worker.c   `esr run` as a child process: catch-up, naive, recovery, peak RSS, CPU from /proc; the databases
+ *                  polled in-process, and grown for the large recovery state
  * esr_bench.c      the command: options, phases, the table
  */
 #ifndef ESR_BENCH_H
@@ -19,6 +20,7 @@ void bench_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "esr-bench: cannot measure: ..." and exits 1 (children are reaped at exit). */
 void bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 double bench_now_s(void); /* monotonic, seconds */
+double bench_cpu_self_s(void); /* CPU time (user + system) of this whole process so far, seconds (getrusage) */
 
 /* ---- the stream ---- */
 typedef struct bench_msg {
@@ -53,9 +55,10 @@ static inline const char *bench_value(const bench_stream *s, size_t i) { return 
 size_t bench_stream_deposit(bench_stream *s, int account, int64_t amount, char *key, char *value, size_t cap,
                             int32_t *partition);
 
-/* ---- the limits (bench_limits.c); each returns elapsed seconds ---- */
-double bench_consume_limit(const char *bootstrap, const char *topic, const bench_stream *s, int run);
-double bench_parse_limit(const bench_stream *s, size_t *ok_out);
+/* ---- the limits (bench_limits.c); each returns elapsed seconds and sets *cpu_s to the CPU seconds of the whole
+ * process over the same stretch ---- */
+double bench_consume_limit(const char *bootstrap, const char *topic, const bench_stream *s, int run, double *cpu_s);
+double bench_parse_limit(const bench_stream *s, size_t *ok_out, double *cpu_s);
 
 typedef struct bench_store_input bench_store_input;
 /* Parses every event once (not timed) into what the ledger's statements bind. */
@@ -64,7 +67,7 @@ void bench_store_input_free(bench_store_input *in);
 /* Runs the ledger's SQL for every event into one fresh database per partition under dir (removed afterwards), batches
  * of batch_events per transaction with the position row, partitions round-robin. Only the batches are timed. */
 double bench_store_limit(const bench_store_input *in, const char *dir, int batch_events, int cache_mb,
-                         size_t *statements_out);
+                         size_t *statements_out, double *cpu_s);
 
 /* ---- the worker (bench_worker.c) ---- */
 typedef struct bench_env {
@@ -73,6 +76,7 @@ typedef struct bench_env {
   const char *bootstrap;
   const char *root; /* logs, configs and state directories */
   const char *sets; /* configuration lines for every worker (--set) */
+  const char *preload; /* LD_PRELOAD for the workers, or NULL */
 } bench_env;
 
 /* Read-only polling of the partition databases of one state directory. */
@@ -95,10 +99,21 @@ void bench_worker_start(bench_worker *w, const bench_env *env, const char *topic
 void bench_worker_stop(bench_worker *w);
 /* VmHWM of the worker in KiB (0 when unreadable). */
 long bench_worker_vmhwm_kib(const bench_worker *w);
+/* CPU seconds (user + system) a running process used so far, all its threads, from /proc (-1 when unreadable). */
+double bench_proc_cpu_s(int pid);
+/* Its CPU by thread, threads of one kind together (names without their digits: esr-apply-*, rdk:broker*, ...), in
+ * microseconds per event, largest first: "esr-apply-* 4.10, rdk:broker* 0.91, ..." into buf. */
+void bench_proc_threads(int pid, double events, char *buf, size_t cap);
 /* Waits until next_offset == hwm[p] for every p in [first, first + count). Fails the run on timeout or when the
  * worker dies. Returns bench_now_s() when it saw the last partition caught up. */
 double bench_wait_caught_up(bench_worker *w, bench_poller *pl, const int64_t *hwm, int first, int count,
                             int period_ms, double timeout_s);
+/* A state directory while no worker runs on it: the events applied (esr_offsets.applied_count, every partition); n
+ * more accounts written into the partitions' accounts tables (offsets unchanged: the state is no longer the log's
+ * fold, only bigger, for the restart figure); the databases' size in bytes. */
+int64_t bench_state_applied(const char *dir, const char *topic, int partitions);
+void bench_state_grow(const char *dir, const char *topic, int partitions, int accounts);
+int64_t bench_state_bytes(const char *dir, const char *topic, int partitions);
 void bench_worker_fail(bench_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
 #endif

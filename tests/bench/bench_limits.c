@@ -23,7 +23,7 @@ static void conf_set(rd_kafka_conf_t *conf, const char *k, const char *v) {
     bench_fail("consumer: %s=%s: %s", k, v, errstr);
 }
 
-double bench_consume_limit(const char *bootstrap, const char *topic, const bench_stream *s, int run) {
+double bench_consume_limit(const char *bootstrap, const char *topic, const bench_stream *s, int run, double *cpu_s) {
   int64_t total = (int64_t)s->n;
   char group[64];
   snprintf(group, sizeof group, "esr-bench-consume-%d", run); /* 2.0.2 needs a group handle for assign; none joined */
@@ -39,7 +39,7 @@ double bench_consume_limit(const char *bootstrap, const char *topic, const bench
   conf_set(conf, "fetch.wait.max.ms", "25"); /* as esr's consumer */
   conf_set(conf, "log_level", "3");
   char errstr[512];
-  double t0 = bench_now_s();
+  double t0 = bench_now_s(), c0 = bench_cpu_self_s();
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
   if (!rk) bench_fail("consumer: %s", errstr);
   rd_kafka_poll_set_consumer(rk);
@@ -63,6 +63,7 @@ double bench_consume_limit(const char *bootstrap, const char *topic, const bench
     rd_kafka_message_destroy(m);
   }
   double t1 = bench_now_s();
+  *cpu_s = bench_cpu_self_s() - c0;
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
   return t1 - t0;
@@ -70,16 +71,17 @@ double bench_consume_limit(const char *bootstrap, const char *topic, const bench
 
 /* ---------------------------------------------------------------------------------------------------- parse */
 
-double bench_parse_limit(const bench_stream *s, size_t *ok_out) {
+double bench_parse_limit(const bench_stream *s, size_t *ok_out, double *cpu_s) {
   size_t ok = 0;
   char msg[300];
-  double t0 = bench_now_s();
+  double t0 = bench_now_s(), c0 = bench_cpu_self_s();
   for (size_t i = 0; i < s->n; i++) {
     esr_envelope env;
     if (esr_envelope_parse(bench_value(s, i), s->v[i].vlen, &env, msg, sizeof msg) == ESR_ENVELOPE_OK) ok++;
     esr_envelope_clear(&env);
   }
   double t1 = bench_now_s();
+  *cpu_s = bench_cpu_self_s() - c0;
   *ok_out = ok;
   return t1 - t0;
 }
@@ -263,7 +265,7 @@ static int apply(sdb *d, const store_ev *e, size_t *statements) {
 }
 
 double bench_store_limit(const bench_store_input *in, const char *dir, int batch_events, int cache_mb,
-                         size_t *statements_out) {
+                         size_t *statements_out, double *cpu_s) {
   int P = in->partitions;
   sdb *dbs = calloc((size_t)P, sizeof *dbs);
   size_t *pos = calloc((size_t)P, sizeof *pos);
@@ -287,7 +289,7 @@ double bench_store_limit(const bench_store_input *in, const char *dir, int batch
   }
   static const uint8_t digest[32]; /* the digest's cost is the runtime's, not SQLite's: a constant here */
   size_t statements = 0;
-  double t0 = bench_now_s();
+  double t0 = bench_now_s(), c0 = bench_cpu_self_s();
   for (int open = 1; open;) { /* rounds: one batch of every partition that has events left, as a worker sees them */
     open = 0;
     for (int p = 0; p < P; p++) {
@@ -317,6 +319,7 @@ double bench_store_limit(const bench_store_input *in, const char *dir, int batch
     }
   }
   double t1 = bench_now_s();
+  *cpu_s = bench_cpu_self_s() - c0;
   for (int p = 0; p < P; p++) {
     for (int q = 0; q < Q_COUNT; q++) sqlite3_finalize(dbs[p].q[q]);
     sqlite3_close(dbs[p].db);

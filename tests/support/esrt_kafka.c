@@ -166,7 +166,9 @@ static rd_kafka_conf_t *base_conf(const char *bootstrap) {
   return conf;
 }
 
-esrt_producer *esrt_producer_new(const char *bootstrap) {
+esrt_producer *esrt_producer_new(const char *bootstrap) { return esrt_producer_new_with(bootstrap, NULL); }
+
+esrt_producer *esrt_producer_new_with(const char *bootstrap, const char *const *extra) {
   esrt_producer *p = calloc(1, sizeof *p);
   if (!p) return NULL;
   rd_kafka_conf_t *conf = base_conf(bootstrap);
@@ -183,6 +185,14 @@ esrt_producer *esrt_producer_new(const char *bootstrap) {
   for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
     if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
       fprintf(stderr, "esrt: producer conf %s: %s\n", kv[i][0], errstr);
+      rd_kafka_conf_destroy(conf);
+      free(p);
+      return NULL;
+    }
+  }
+  for (size_t i = 0; extra && extra[i] && extra[i + 1]; i += 2) {
+    if (rd_kafka_conf_set(conf, extra[i], extra[i + 1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+      fprintf(stderr, "esrt: producer conf %s: %s\n", extra[i], errstr);
       rd_kafka_conf_destroy(conf);
       free(p);
       return NULL;

@@ -57,6 +57,8 @@ typedef struct esrt_producer esrt_producer;
 
 /* An idempotent acks=all producer (so that each partition keeps the order of production). NULL on failure. */
 esrt_producer *esrt_producer_new(const char *bootstrap);
+/* The same with more properties: extra is "key", "value", ... NULL (e.g. "batch.num.messages", "5", NULL). */
+esrt_producer *esrt_producer_new_with(const char *bootstrap, const char *const *extra);
 void esrt_producer_free(esrt_producer *p);
 rd_kafka_t *esrt_producer_handle(esrt_producer *p);
 /* Queues one message to an explicit partition (key NULL: no key). *offset_out (may be NULL) is set by the delivery

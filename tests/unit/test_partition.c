@@ -12,7 +12,9 @@
 
 #include <openssl/evp.h>
 #include <sqlite3.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "host.h"
 #include "log.h"
@@ -1305,6 +1307,96 @@ static void poison_verdict_asks_for_commit_at_once(void **state) {
   assert_int_equal(q_int(db(f), "SELECT count(*) FROM test_kv WHERE k = 'c'"), 0);
 }
 
+/* Every dead letter is logged at debug level; at info level only the first of an interval, then one summary line per
+ * partition (here at close): a stream of bad input must not become a stream of log lines. */
+static int count_lines(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *q = text; (q = strstr(q, needle)); q += strlen(needle)) n++;
+  return n;
+}
+
+static char *stderr_of_dead_letters(fixture *f, int level, int n) {
+  char path[1100];
+  snprintf(path, sizeof path, "%s/stderr.log", f->dir);
+  fflush(stderr);
+  int saved = dup(STDERR_FILENO), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(saved >= 0 && fd >= 0);
+  dup2(fd, STDERR_FILENO);
+  close(fd);
+  esr_log_setup(level, ESR_LOG_TEXT);
+  for (int i = 0; i < n; i++) apply_ok(f, i, "k", i % 2 ? "{" : "[]");
+  commit_ok(f);
+  reopen(f); /* closing the partition logs what is left to summarize */
+  fflush(stderr);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  esr_log_setup(ESR_LOG_WARN, ESR_LOG_TEXT);
+  char *text = tu_read_file(path, NULL);
+  assert_non_null(text);
+  return text;
+}
+
+static void dead_letters_logged_first_then_summarized(void **state) {
+  fixture *f = *state;
+  char *text = stderr_of_dead_letters(f, ESR_LOG_INFO, 200);
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM esr_outbox"), 200); /* every one is a dead letter */
+  assert_int_equal(count_lines(text, ": dead letter ("), 1);
+  assert_int_equal(count_lines(text, "199 more dead letter(s) at offsets 1..199 (bad-json 100, bad-envelope 99)"), 1);
+  free(text);
+}
+
+static void dead_letters_each_logged_at_debug(void **state) {
+  fixture *f = *state;
+  char *text = stderr_of_dead_letters(f, ESR_LOG_DEBUG, 30);
+  assert_int_equal(count_lines(text, ": dead letter ("), 30);
+  assert_int_equal(count_lines(text, "more dead letter(s)"), 0);
+  free(text);
+}
+
+/* The worker's fast path: no savepoint per event. A refusal that changed nothing needs no undo (the ledger checks
+ * before it writes); one that changed something rolls the batch back (ESR_E_REDO), and the batch applied again gives
+ * the same state as with savepoints, the handler getting a savepoint per event from then on. */
+static void fast_path_redoes_the_batch_when_a_handler_wrote_before_refusing(void **state) {
+  fixture *f = *state;
+  f->env.fast_path = 1; /* the partition reads its environment at each event */
+  esr_plugin *ledger = f->reg.plugins[0], *good = f->reg.plugins[1];
+  assert_string_equal(good->handler.name, "good");
+  const char *ev[] = {TEST("{\"k\":\"x\",\"v\":\"1\"}"), OPEN("a1"), DEP("a1", "9"),
+                      J("{\"type\":\"account.opened\",\"time\":\"2027-01-01T00:00:00Z\",\"data\":{\"account\":\"a1\","
+                        "\"owner\":\"Mallory\"}}"),
+                      TEST("{\"k\":\"x\",\"v\":\"2\",\"result\":\"reject\",\"error\":\"business says no\"}"),
+                      TEST("{\"k\":\"z\",\"v\":\"3\"}")};
+  const char *keys[] = {"x", "a1", "a1", "a1", "x", "z"};
+  for (int i = 0; i < 4; i++) apply_ok(f, i, keys[i], ev[i]);
+  /* the ledger refused offset 3 without writing: no redo, and it keeps the fast path */
+  assert_int_equal(atomic_load(&ledger->writes_before_refusing), 0);
+  assert_int_equal(esr_partition_next_offset(f->p), 4);
+  esr_error err = {0};
+  assert_int_equal(apply_bytes(f->p, 4, "x", 1, ev[4], strlen(ev[4]), &err), ESR_E_REDO);
+  assert_contains(err.msg, "good");
+  assert_int_equal(atomic_load(&good->writes_before_refusing), 1);
+  assert_int_equal(esr_partition_next_offset(f->p), 0); /* back to the committed position */
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM test_kv"), 0);
+  assert_int_equal(q_int(db(f), "SELECT count(*) FROM esr_outbox"), 0);
+  for (int i = 0; i < 6; i++) apply_ok(f, i, keys[i], ev[i]); /* the batch again, and one more event */
+  commit_ok(f);
+  char *kv = q_text(db(f), "SELECT group_concat(k || '=' || v, ',') FROM (SELECT * FROM test_kv ORDER BY k)");
+  assert_string_equal(kv, "x=1,z=3");
+  free(kv);
+  assert_int_equal(balance(f, "a1"), 9);
+  tu_rows rows = tu_outbox(esr_partition_store(f->p));
+  assert_int_equal(rows.n, 2);
+  assert_int_equal(rows.v[0].src_offset, 3);
+  assert_string_equal(rows.v[0].reason, "rejected");
+  assert_int_equal(rows.v[1].src_offset, 4);
+  assert_contains(rows.v[1].error, "business says no");
+  tu_rows_free(&rows);
+  const esr_position *c = esr_partition_committed(f->p);
+  assert_int_equal(c->applied, 4);
+  assert_int_equal(c->dead, 2);
+  assert_int_equal(atomic_load(&ledger->writes_before_refusing), 0);
+}
+
 int main(void) {
   esr_store_init_library(); /* as the esr command does: the storage-fault tracker needs SQLite's error log */
   esr_log_setup(ESR_LOG_WARN, ESR_LOG_TEXT); /* dead letters are logged at info: keep the output readable */
@@ -1340,6 +1432,9 @@ int main(void) {
       T(delivered_rows_deleted_in_next_transaction),
       T(storage_fault_under_handler_is_retried_not_judged),
       T(poison_verdict_asks_for_commit_at_once),
+      T(dead_letters_logged_first_then_summarized),
+      T(dead_letters_each_logged_at_debug),
+      T(fast_path_redoes_the_batch_when_a_handler_wrote_before_refusing),
   };
 #undef T
   return cmocka_run_group_tests_name("partition", tests, NULL, NULL);
