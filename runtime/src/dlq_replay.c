@@ -316,11 +316,8 @@ esr_code esr_dlq_replay(const esr_config *cfg, const esr_dlq_replay_opts *o, esr
 
   if (!(r.rb = esr_readback_new(cfg, err))) return err->code;
   if (!o->dry_run) {
-    rd_kafka_conf_t *pc = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, err);
-    if (!pc) {
-      rc = err->code;
-      goto out;
-    }
+    rd_kafka_conf_t *pc;
+    if ((rc = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &pc, err)) != ESR_E_OK) goto out;
     rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
     rd_kafka_conf_set_opaque(pc, &d);
     if (!(r.producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr))) {

@@ -47,8 +47,8 @@ static esr_publisher *publisher_new(const esr_config *cfg, const char *txn_id, e
   }
   p->fn = fn;
   p->opaque = opaque;
-  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, err);
-  if (!conf) goto fail;
+  rd_kafka_conf_t *conf;
+  if (esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &conf, err) != ESR_E_OK) goto fail;
   rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
   rd_kafka_conf_set_opaque(conf, p);
   char errstr[512];

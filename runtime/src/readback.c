@@ -59,8 +59,8 @@ int esr_readback_unknown(const esr_error *err) {
 
 esr_readback *esr_readback_new(const esr_config *cfg, esr_error *err) {
   char errstr[512];
-  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, err);
-  if (!conf) return NULL;
+  rd_kafka_conf_t *conf;
+  if (esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &conf, err) != ESR_E_OK) return NULL;
   /* librdkafka's assign API needs a group id; the reader never joins it and never commits. The partition EOF events
    * tell where the end is when the last offsets are transaction markers or aborted messages, which read_committed
    * never delivers. */
