@@ -30,7 +30,8 @@ typedef struct esr_delivery {
 
 typedef void (*esr_delivery_fn)(void *opaque, const esr_delivery *d);
 
-esr_publisher *esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_error *err);
+esr_code esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_publisher **out,
+                           esr_error *err);
 void esr_publisher_free(esr_publisher *p);
 /* A transactional publisher (outputs.transactional): transactional.id `txn_id`, transactions initialised (which
  * fences and aborts what an earlier producer with that id left open; blocks up to timeout_ms). Rows are sent only
