@@ -314,7 +314,7 @@ esr_code esr_dlq_replay(const esr_config *cfg, const esr_dlq_replay_opts *o, esr
   char errstr[512];
   size_t bound = o->max_set_bytes ? o->max_set_bytes : ESR_DLQ_REPLAY_MAX_SET_BYTES;
 
-  if (!(r.rb = esr_readback_new(cfg, err))) return err->code;
+  if ((rc = esr_readback_new(cfg, &r.rb, err)) != ESR_E_OK) return rc;
   if (!o->dry_run) {
     rd_kafka_conf_t *pc;
     if ((rc = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &pc, err)) != ESR_E_OK) goto out;

@@ -62,7 +62,8 @@ static void check_answered(rd_kafka_t *rk, void *opaque) {
 esr_code esr__gate_init(applier *a, esr_error *err) {
   const esr_config *cfg = a->w->cfg;
   if (cfg->outputs_readback) {
-    if (!(a->rb = esr_readback_new(cfg, err))) return err ? err->code : ESR_E_CONFIG;
+    esr_code rc = esr_readback_new(cfg, &a->rb, err);
+    if (rc != ESR_E_OK) return rc;
     /* a request of the main thread (a partition to open or release, in a rebalance) never waits for a read-back:
      * the read-back stops and runs again later */
     esr_readback_set_interrupt(a->rb, &a->ctl_pending);

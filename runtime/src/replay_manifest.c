@@ -470,10 +470,7 @@ esr_code esr_replay_manifest_verify(const char *dir, const char *pub_key, const 
     say(&c, ESR_CHECK_FAILED, "%s: not a replay manifest of format %d", MANIFEST, ESR_REPLAY_MANIFEST_FORMAT);
     goto done;
   }
-  if (kafka && !(rb = esr_readback_new(kafka, err))) {
-    rc = err ? err->code : ESR_E_CONFIG;
-    goto done;
-  }
+  if (kafka && (rc = esr_readback_new(kafka, &rb, err)) != ESR_E_OK) goto done;
   const cJSON *e;
   cJSON_ArrayForEach(e, parts) {
     if ((rc = check_partition(&c, dir, topic, e, rb, err)) != ESR_E_OK) goto done;

@@ -453,9 +453,9 @@ static void *thread_main(void *arg) {
   run *r = arg;
   const esr_config *cfg = r->rp->cfg;
   esr_error err = {0};
-  esr_readback *rb = esr_readback_new(cfg, &err);
+  esr_readback *rb;
+  esr_code rc = esr_readback_new(cfg, &rb, &err);
   esr_cpstore *store = NULL;
-  esr_code rc = rb ? ESR_E_OK : err.code;
   if (rc == ESR_E_OK && r->o->checkpoints && cfg->checkpoint_store) {
     esr_cpstore_opts so = {.endpoint = cfg->checkpoint_s3_endpoint, .region = cfg->checkpoint_s3_region};
     if ((rc = esr_cpstore_open(cfg->checkpoint_store, &so, &store, &err)) != ESR_E_OK)
@@ -579,8 +579,8 @@ static esr_code run_all(esr_replayer *rp, const esr_replay_opts *o, esr_replay_r
   esr_code rc;
 
   /* The partitions: those asked (sorted, unique), or every partition of the topic. */
-  esr_readback *rb = esr_readback_new(rp->cfg, err);
-  if (!rb) return err->code;
+  esr_readback *rb;
+  if ((rc = esr_readback_new(rp->cfg, &rb, err)) != ESR_E_OK) return rc;
   int count = 0;
   rc = esr_readback_partition_count(rb, o->topic, 0, &count, err);
   esr_readback_free(rb);

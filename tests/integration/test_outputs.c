@@ -75,7 +75,7 @@ static int setup(void **state) {
   if (!(f->cfg = esr_config_new()) ||
       esr_config_set(f->cfg, "kafka.bootstrap.servers", f->mock.bootstrap, "test", &err) != ESR_E_OK ||
       esr_publisher_new(f->cfg, on_delivery, f, &f->pub, &err) != ESR_E_OK ||
-      !(f->rb = esr_readback_new(f->cfg, &err)) ||
+      esr_readback_new(f->cfg, &f->rb, &err) != ESR_E_OK ||
       esr_registry_load(&f->reg, paths, 1, esr_host_api_table(), NULL, 0, &err) != ESR_E_OK) {
     fprintf(stderr, "setup: %s\n", err.msg);
     return -1;

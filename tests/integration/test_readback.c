@@ -45,7 +45,7 @@ static int setup(void **state) {
       esr_config_set(f->cfg, "kafka.bootstrap.servers", f->mock.bootstrap, "test", &err) != ESR_E_OK ||
       /* back soon after the broker is (KAFKA-NOTES) */
       esr_config_set(f->cfg, "kafka.reconnect.backoff.max.ms", "500", "test", &err) != ESR_E_OK ||
-      !(f->rb = esr_readback_new(f->cfg, &err)) || !(f->set = esr_strset_new(0, &err)))
+      esr_readback_new(f->cfg, &f->rb, &err) != ESR_E_OK || !(f->set = esr_strset_new(0, &err)))
     return -1;
   *state = f;
   return 0;
