@@ -326,11 +326,11 @@ esr_code esr_dlq_replay(const esr_config *cfg, const esr_dlq_replay_opts *o, esr
       goto out;
     }
   }
-  if (!(r.members = esr_strset_new(bound, err)) || !(r.done = esr_strset_new(bound, err)) ||
-      !(r.resent = esr_strset_new(bound, err)) || !(r.seen = esr_strset_new(bound, err))) {
-    rc = err->code;
+  if ((rc = esr_strset_new(bound, &r.members, err)) != ESR_E_OK ||
+      (rc = esr_strset_new(bound, &r.done, err)) != ESR_E_OK ||
+      (rc = esr_strset_new(bound, &r.resent, err)) != ESR_E_OK ||
+      (rc = esr_strset_new(bound, &r.seen, err)) != ESR_E_OK)
     goto out;
-  }
 
   /* Pass 1, to the ends the dead-letter topic has now. */
   int parts;
