@@ -502,8 +502,7 @@ esr_code esr_history_build(const esr_config *cfg, const esr_history_opts *o, esr
   if (!(h->topic = dup_s(o->topic)) || !(h->key = dup_n(o->key, o->key_len))) goto nomem;
   h->key_len = o->key_len;
 
-  if (cfg->schemas_dir && !(schemas = esr_schema_set_load(cfg->schemas_dir, err))) {
-    code = err ? err->code : ESR_E_CONFIG;
+  if (cfg->schemas_dir && (code = esr_schema_set_load(cfg->schemas_dir, &schemas, err)) != ESR_E_OK) {
     esr_error_prefix(err, "schemas.dir = %s", cfg->schemas_dir);
     goto fail;
   }

@@ -105,8 +105,7 @@ esr_code esr_replayer_new(const esr_config *cfg, esr_replayer **out, esr_error *
   rp->cfg = cfg;
   esr_code rc;
   if (cfg->schemas_dir) {
-    if (!(rp->schemas = esr_schema_set_load(cfg->schemas_dir, err))) {
-      rc = err ? err->code : ESR_E_CONFIG;
+    if ((rc = esr_schema_set_load(cfg->schemas_dir, &rp->schemas, err)) != ESR_E_OK) {
       esr_error_prefix(err, "config: schemas.dir = %s", cfg->schemas_dir);
       goto fail;
     }

@@ -171,8 +171,7 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
   if ((rc = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &producer_conf, err)) != ESR_E_OK) goto fail;
   rd_kafka_conf_destroy(producer_conf); /* only validated here; every applier builds its own */
   if ((rc = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &conf, err)) != ESR_E_OK) goto fail;
-  if (cfg->schemas_dir && !(w->schemas = esr_schema_set_load(cfg->schemas_dir, err))) {
-    rc = err->code;
+  if (cfg->schemas_dir && (rc = esr_schema_set_load(cfg->schemas_dir, &w->schemas, err)) != ESR_E_OK) {
     esr_error_prefix(err, "config: schemas.dir = %s", cfg->schemas_dir);
     goto fail;
   }
