@@ -427,8 +427,8 @@ esr_code esr__gate_slot_open(applier *a, slot *s, esr_error *err) {
   char id[600];
   snprintf(id, sizeof id, "esr-%s-%s-%d", esr_config_kafka_get(cfg, "group.id"), esr__slot_topic(a, s),
            (int)s->partition);
-  s->txn = esr_publisher_new_txn(cfg, id, TXN_TIMEOUT_MS, esr__applier_delivery, a, err);
-  if (!s->txn) return err ? err->code : ESR_E_KAFKA;
+  esr_code rc = esr_publisher_new_txn(cfg, id, TXN_TIMEOUT_MS, esr__applier_delivery, a, &s->txn, err);
+  if (rc != ESR_E_OK) return rc;
   esr_partition_set_publisher(s->p, s->txn);
   return ESR_E_OK;
 }

@@ -75,19 +75,22 @@ esr_code esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaq
   return publisher_new(cfg, NULL, fn, opaque, out, err);
 }
 
-esr_publisher *esr_publisher_new_txn(const esr_config *cfg, const char *txn_id, int timeout_ms, esr_delivery_fn fn,
-                                     void *opaque, esr_error *err) {
+esr_code esr_publisher_new_txn(const esr_config *cfg, const char *txn_id, int timeout_ms, esr_delivery_fn fn,
+                               void *opaque, esr_publisher **out, esr_error *err) {
   esr_publisher *p;
-  if (publisher_new(cfg, txn_id, fn, opaque, &p, err) != ESR_E_OK) return NULL;
+  esr_code rc = publisher_new(cfg, txn_id, fn, opaque, &p, err);
+  *out = NULL;
+  if (rc != ESR_E_OK) return rc;
   rd_kafka_error_t *e = rd_kafka_init_transactions(p->rk, timeout_ms);
   if (e) {
-    esr_error_set(err, ESR_E_KAFKA, rd_kafka_error_code(e), "transactional.id %s: initialising transactions: %s",
-                  txn_id, rd_kafka_error_string(e));
+    rc = esr_error_set(err, ESR_E_KAFKA, rd_kafka_error_code(e), "transactional.id %s: initialising transactions: %s",
+                       txn_id, rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
     esr_publisher_free(p);
-    return NULL;
+    return rc;
   }
-  return p;
+  *out = p;
+  return ESR_E_OK;
 }
 
 esr_code esr_publisher_txn_begin(esr_publisher *p, esr_error *err) {
