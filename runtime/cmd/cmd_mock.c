@@ -97,8 +97,8 @@ int esr_cmd_mock_cluster(int argc, char **argv) {
     }
   }
   esr_error err = {0};
-  esr_mock *m = esr_mock_new(brokers, &err);
-  if (!m) {
+  esr_mock *m;
+  if (esr_mock_new(brokers, &m, &err) != ESR_E_OK) {
     fprintf(stderr, "esr mock-cluster: %s\n", err.msg);
     free(topics);
     return 1;

@@ -131,8 +131,8 @@ static int cmd_check(int argc, char **argv) {
     return 2;
   }
   esr_error err = {0};
-  esr_schema *s = esr_schema_load(argv[1], &err);
-  if (!s) {
+  esr_schema *s;
+  if (esr_schema_load(argv[1], &s, &err) != ESR_E_OK) {
     fprintf(stderr, "esr schema check: schema refused: %s\n", err.msg);
     return esr_code_exit_status(err.code) == 1 ? 1 : 2;
   }

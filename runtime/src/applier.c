@@ -240,7 +240,8 @@ esr_code esr__applier_init(esr_worker *w, applier *a, int index, esr_error *err)
   pthread_cond_init(&a->cv, NULL);
   if (!(a->topics = calloc(w->cfg->n_topics, sizeof *a->topics)))
     return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-  if (!(a->pub = esr_publisher_new(w->cfg, esr__applier_delivery, a, err))) return err->code;
+  esr_code prc = esr_publisher_new(w->cfg, esr__applier_delivery, a, &a->pub, err);
+  if (prc != ESR_E_OK) return prc;
   esr_publisher_warm(a->pub, w->cfg->dlq_topic);
   esr_code grc = esr__gate_init(a, err);
   if (grc != ESR_E_OK) return grc;

@@ -10,17 +10,18 @@ struct esr_hasher {
   EVP_MD *md;
 };
 
-esr_hasher *esr_hasher_new(esr_error *err) {
+esr_code esr_hasher_new(esr_hasher **out, esr_error *err) {
+  *out = NULL;
   esr_hasher *h = calloc(1, sizeof *h);
   if (!h) goto fail;
   h->ctx = EVP_MD_CTX_new();
   h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
   if (!h->ctx || !h->md) goto fail;
-  return h;
+  *out = h;
+  return ESR_E_OK;
 fail:
-  esr_error_set(err, ESR_E_NOMEM, 0, "cannot set up SHA-256 (libcrypto)");
   esr_hasher_free(h);
-  return NULL;
+  return esr_error_set(err, ESR_E_NOMEM, 0, "cannot set up SHA-256 (libcrypto)");
 }
 
 void esr_hasher_free(esr_hasher *h) {

@@ -14,7 +14,7 @@
 
 typedef struct esr_hasher esr_hasher;
 
-esr_hasher *esr_hasher_new(esr_error *err);
+esr_code esr_hasher_new(esr_hasher **out, esr_error *err);
 void esr_hasher_free(esr_hasher *h);
 /* Advances `digest` (32 bytes, in place) by one event. */
 void esr_digest_chain(esr_hasher *h, uint8_t digest[32], int64_t offset, const void *key, size_t key_len,

@@ -314,13 +314,10 @@ esr_code esr_dlq_replay(const esr_config *cfg, const esr_dlq_replay_opts *o, esr
   char errstr[512];
   size_t bound = o->max_set_bytes ? o->max_set_bytes : ESR_DLQ_REPLAY_MAX_SET_BYTES;
 
-  if (!(r.rb = esr_readback_new(cfg, err))) return err->code;
+  if ((rc = esr_readback_new(cfg, &r.rb, err)) != ESR_E_OK) return rc;
   if (!o->dry_run) {
-    rd_kafka_conf_t *pc = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, err);
-    if (!pc) {
-      rc = err->code;
-      goto out;
-    }
+    rd_kafka_conf_t *pc;
+    if ((rc = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &pc, err)) != ESR_E_OK) goto out;
     rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
     rd_kafka_conf_set_opaque(pc, &d);
     if (!(r.producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr))) {
@@ -329,11 +326,11 @@ esr_code esr_dlq_replay(const esr_config *cfg, const esr_dlq_replay_opts *o, esr
       goto out;
     }
   }
-  if (!(r.members = esr_strset_new(bound, err)) || !(r.done = esr_strset_new(bound, err)) ||
-      !(r.resent = esr_strset_new(bound, err)) || !(r.seen = esr_strset_new(bound, err))) {
-    rc = err->code;
+  if ((rc = esr_strset_new(bound, &r.members, err)) != ESR_E_OK ||
+      (rc = esr_strset_new(bound, &r.done, err)) != ESR_E_OK ||
+      (rc = esr_strset_new(bound, &r.resent, err)) != ESR_E_OK ||
+      (rc = esr_strset_new(bound, &r.seen, err)) != ESR_E_OK)
     goto out;
-  }
 
   /* Pass 1, to the ends the dead-letter topic has now. */
   int parts;

@@ -62,7 +62,8 @@ static void check_answered(rd_kafka_t *rk, void *opaque) {
 esr_code esr__gate_init(applier *a, esr_error *err) {
   const esr_config *cfg = a->w->cfg;
   if (cfg->outputs_readback) {
-    if (!(a->rb = esr_readback_new(cfg, err))) return err ? err->code : ESR_E_CONFIG;
+    esr_code rc = esr_readback_new(cfg, &a->rb, err);
+    if (rc != ESR_E_OK) return rc;
     /* a request of the main thread (a partition to open or release, in a rebalance) never waits for a read-back:
      * the read-back stops and runs again later */
     esr_readback_set_interrupt(a->rb, &a->ctl_pending);
@@ -426,8 +427,8 @@ esr_code esr__gate_slot_open(applier *a, slot *s, esr_error *err) {
   char id[600];
   snprintf(id, sizeof id, "esr-%s-%s-%d", esr_config_kafka_get(cfg, "group.id"), esr__slot_topic(a, s),
            (int)s->partition);
-  s->txn = esr_publisher_new_txn(cfg, id, TXN_TIMEOUT_MS, esr__applier_delivery, a, err);
-  if (!s->txn) return err ? err->code : ESR_E_KAFKA;
+  esr_code rc = esr_publisher_new_txn(cfg, id, TXN_TIMEOUT_MS, esr__applier_delivery, a, &s->txn, err);
+  if (rc != ESR_E_OK) return rc;
   esr_partition_set_publisher(s->p, s->txn);
   return ESR_E_OK;
 }

@@ -451,10 +451,7 @@ esr_code esr_handler_test_run(const esr_handler_test_opts *o, esr_handler_test_r
   esr_code rc = esr_registry_load(&reg, o->handlers, o->n_handlers, esr_host_api_table(), o->options, o->n_options,
                                   err);
   if (rc != ESR_E_OK) goto out;
-  if (o->schemas_dir && !(schemas = esr_schema_set_load(o->schemas_dir, err))) {
-    rc = err ? err->code : ESR_E_CONFIG;
-    goto out;
-  }
+  if (o->schemas_dir && (rc = esr_schema_set_load(o->schemas_dir, &schemas, err)) != ESR_E_OK) goto out;
   if ((rc = load_events(o->events_path, &evs, err)) != ESR_E_OK) goto out;
   res->events = evs.n;
   esr_partition_env env = {.registry = &reg, .dlq_topic = "dlq", .schemas = schemas, .batch_max = 1000};

@@ -502,18 +502,14 @@ esr_code esr_history_build(const esr_config *cfg, const esr_history_opts *o, esr
   if (!(h->topic = dup_s(o->topic)) || !(h->key = dup_n(o->key, o->key_len))) goto nomem;
   h->key_len = o->key_len;
 
-  if (cfg->schemas_dir && !(schemas = esr_schema_set_load(cfg->schemas_dir, err))) {
-    code = err ? err->code : ESR_E_CONFIG;
+  if (cfg->schemas_dir && (code = esr_schema_set_load(cfg->schemas_dir, &schemas, err)) != ESR_E_OK) {
     esr_error_prefix(err, "schemas.dir = %s", cfg->schemas_dir);
     goto fail;
   }
   if ((code = esr_registry_load(&reg, cfg->handlers, cfg->n_handlers, esr_host_api_table(), cfg->handler_opts,
                                 cfg->n_handler_opts, err)) != ESR_E_OK)
     goto fail;
-  if (!(rb = esr_readback_new(cfg, err))) {
-    code = err ? err->code : ESR_E_CONFIG;
-    goto fail;
-  }
+  if ((code = esr_readback_new(cfg, &rb, err)) != ESR_E_OK) goto fail;
   if ((code = esr_readback_partition_count(rb, o->topic, 0, &h->partition_count, err)) != ESR_E_OK) {
     if (esr_readback_unknown(err)) code = esr_error_set(err, ESR_E_CONFIG, 0, "topic %s does not exist", o->topic);
     goto fail;

@@ -192,7 +192,8 @@ void esr_kafka_default_client_id(char *buf, size_t cap) {
   snprintf(buf, cap, "esr-%s", host);
 }
 
-rd_kafka_conf_t *esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, esr_error *err) {
+esr_code esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, rd_kafka_conf_t **out, esr_error *err) {
+  *out = NULL;
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   char errstr[512];
   const kafka_default *defs = role == ESR_KAFKA_CONSUMER ? CONSUMER_DEFAULTS : PRODUCER_DEFAULTS;
@@ -251,8 +252,9 @@ rd_kafka_conf_t *esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, 
     }
   }
   rd_kafka_conf_set_log_cb(conf, log_cb);
-  return conf;
+  *out = conf;
+  return ESR_E_OK;
 fail:
   rd_kafka_conf_destroy(conf);
-  return NULL;
+  return ESR_E_CONFIG; /* every failure above is a configuration error */
 }

@@ -16,7 +16,7 @@
 
 typedef enum esr_kafka_role { ESR_KAFKA_CONSUMER, ESR_KAFKA_PRODUCER } esr_kafka_role;
 
-rd_kafka_conf_t *esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, esr_error *err);
+esr_code esr_kafka_conf_new(const esr_config *cfg, esr_kafka_role role, rd_kafka_conf_t **out, esr_error *err);
 /* The number of partitions of `topic` (from a metadata request, up to timeout_ms). ESR_E_KAFKA when the topic is unknown
  * or has none. */
 esr_code esr_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *count, esr_error *err);

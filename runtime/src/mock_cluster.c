@@ -11,30 +11,27 @@ struct esr_mock {
   int brokers;
 };
 
-esr_mock *esr_mock_new(int brokers, esr_error *err) {
+esr_code esr_mock_new(int brokers, esr_mock **out, esr_error *err) {
+  *out = NULL;
   esr_mock *m = calloc(1, sizeof *m);
-  if (!m) {
-    esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-    return NULL;
-  }
+  if (!m) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
   char errstr[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof errstr);
   m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
   if (!m->rk) {
     rd_kafka_conf_destroy(conf);
-    esr_error_set(err, ESR_E_KAFKA, 0, "mock cluster: %s", errstr);
     free(m);
-    return NULL;
+    return esr_error_set(err, ESR_E_KAFKA, 0, "mock cluster: %s", errstr);
   }
   m->mc = rd_kafka_mock_cluster_new(m->rk, brokers);
   if (!m->mc) {
-    esr_error_set(err, ESR_E_KAFKA, 0, "mock cluster: cannot create %d brokers", brokers);
     esr_mock_free(m);
-    return NULL;
+    return esr_error_set(err, ESR_E_KAFKA, 0, "mock cluster: cannot create %d brokers", brokers);
   }
   m->brokers = brokers;
-  return m;
+  *out = m;
+  return ESR_E_OK;
 }
 
 void esr_mock_free(esr_mock *m) {

@@ -12,7 +12,7 @@
 
 typedef struct esr_mock esr_mock;
 
-esr_mock *esr_mock_new(int brokers, esr_error *err);
+esr_code esr_mock_new(int brokers, esr_mock **out, esr_error *err);
 void esr_mock_free(esr_mock *m);
 const char *esr_mock_bootstraps(const esr_mock *m);
 int esr_mock_brokers(const esr_mock *m);

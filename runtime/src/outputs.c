@@ -368,8 +368,8 @@ static int shrink(member *m) {
   int whole = a.n && a.v[a.n - 1] < cut;      /* every key has one source offset: no smaller window helps */
   free(a.v);
   if (whole || cut <= m->lo) return -1;
-  keep_below k = {esr_strset_new(m->o->max_bytes, NULL), cut, -1, ESR_E_OK};
-  if (!k.into) return -1;
+  keep_below k = {NULL, cut, -1, ESR_E_OK};
+  if (esr_strset_new(m->o->max_bytes, &k.into, NULL) != ESR_E_OK) return -1;
   esr_strset_each(m->set, copy_below, &k);
   if (k.rc != ESR_E_OK) {
     esr_strset_free(k.into);
@@ -479,10 +479,7 @@ esr_code esr_outputs_readback(esr_readback *rb, esr_outputs *const *all, const i
     if (!all[j]->enabled || !all[j]->due) continue;
     esr_outputs *o = all[j];
     ms[i] = (member){.o = o, .lo = all_lo[j] > 0 ? all_lo[j] : 0, .hi = NO_LIMIT, .maxsrc = -1};
-    if (!(ms[i].set = esr_strset_new(o->max_bytes, err))) {
-      rc = err ? err->code : ESR_E_NOMEM;
-      goto out;
-    }
+    if ((rc = esr_strset_new(o->max_bytes, &ms[i].set, err)) != ESR_E_OK) goto out;
     int bad = 0;
     for (size_t k = 0; k < o->known.n && !bad; k++) bad = names_add(&topics, o->known.v[k]);
     for (size_t k = 0; k < o->wanted.n && !bad; k++) bad = names_add(&topics, o->wanted.v[k]);

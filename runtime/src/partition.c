@@ -141,10 +141,7 @@ esr_code esr_partition_open(const esr_partition_env *env, const char *topic, int
   p->sink = sink;
   esr_code rc = esr_store_open(env->state_dir, topic, partition, &env->store, &p->store, err);
   if (rc != ESR_E_OK) goto fail;
-  if (!(p->hasher = esr_hasher_new(err))) {
-    rc = err ? err->code : ESR_E_NOMEM;
-    goto fail;
-  }
+  if ((rc = esr_hasher_new(&p->hasher, err)) != ESR_E_OK) goto fail;
   if ((rc = migrate_all(p, err)) != ESR_E_OK) goto fail;
   if ((rc = esr_outputs_open(p->store, &env->outputs, &p->outs, err)) != ESR_E_OK) goto fail;
   p->pub = env->publisher;

@@ -38,55 +38,59 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   free(t);
 }
 
-static esr_publisher *publisher_new(const esr_config *cfg, const char *txn_id, esr_delivery_fn fn, void *opaque,
-                                    esr_error *err) {
+static esr_code publisher_new(const esr_config *cfg, const char *txn_id, esr_delivery_fn fn, void *opaque,
+                              esr_publisher **out, esr_error *err) {
+  *out = NULL;
   esr_publisher *p = calloc(1, sizeof *p);
-  if (!p) {
-    esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-    return NULL;
-  }
+  if (!p) return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
   p->fn = fn;
   p->opaque = opaque;
-  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, err);
-  if (!conf) goto fail;
+  rd_kafka_conf_t *conf;
+  esr_code rc = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &conf, err);
+  if (rc != ESR_E_OK) goto fail;
   rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
   rd_kafka_conf_set_opaque(conf, p);
   char errstr[512];
   if (txn_id && rd_kafka_conf_set(conf, "transactional.id", txn_id, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
     rd_kafka_conf_destroy(conf);
-    esr_error_set(err, ESR_E_CONFIG, 0, "transactional.id %s: %s", txn_id, errstr);
+    rc = esr_error_set(err, ESR_E_CONFIG, 0, "transactional.id %s: %s", txn_id, errstr);
     goto fail;
   }
   p->txn = txn_id != NULL;
   p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
   if (!p->rk) {
     rd_kafka_conf_destroy(conf);
-    esr_error_set(err, ESR_E_CONFIG, 0, "cannot create the dead-letter producer: %s", errstr);
+    rc = esr_error_set(err, ESR_E_CONFIG, 0, "cannot create the dead-letter producer: %s", errstr);
     goto fail;
   }
-  return p;
+  *out = p;
+  return ESR_E_OK;
 fail:
   free(p);
-  return NULL;
+  return rc;
 }
 
-esr_publisher *esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_error *err) {
-  return publisher_new(cfg, NULL, fn, opaque, err);
+esr_code esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_publisher **out,
+                           esr_error *err) {
+  return publisher_new(cfg, NULL, fn, opaque, out, err);
 }
 
-esr_publisher *esr_publisher_new_txn(const esr_config *cfg, const char *txn_id, int timeout_ms, esr_delivery_fn fn,
-                                     void *opaque, esr_error *err) {
-  esr_publisher *p = publisher_new(cfg, txn_id, fn, opaque, err);
-  if (!p) return NULL;
+esr_code esr_publisher_new_txn(const esr_config *cfg, const char *txn_id, int timeout_ms, esr_delivery_fn fn,
+                               void *opaque, esr_publisher **out, esr_error *err) {
+  esr_publisher *p;
+  esr_code rc = publisher_new(cfg, txn_id, fn, opaque, &p, err);
+  *out = NULL;
+  if (rc != ESR_E_OK) return rc;
   rd_kafka_error_t *e = rd_kafka_init_transactions(p->rk, timeout_ms);
   if (e) {
-    esr_error_set(err, ESR_E_KAFKA, rd_kafka_error_code(e), "transactional.id %s: initialising transactions: %s",
-                  txn_id, rd_kafka_error_string(e));
+    rc = esr_error_set(err, ESR_E_KAFKA, rd_kafka_error_code(e), "transactional.id %s: initialising transactions: %s",
+                       txn_id, rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
     esr_publisher_free(p);
-    return NULL;
+    return rc;
   }
-  return p;
+  *out = p;
+  return ESR_E_OK;
 }
 
 esr_code esr_publisher_txn_begin(esr_publisher *p, esr_error *err) {

@@ -30,13 +30,14 @@ typedef struct esr_delivery {
 
 typedef void (*esr_delivery_fn)(void *opaque, const esr_delivery *d);
 
-esr_publisher *esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_error *err);
+esr_code esr_publisher_new(const esr_config *cfg, esr_delivery_fn fn, void *opaque, esr_publisher **out,
+                           esr_error *err);
 void esr_publisher_free(esr_publisher *p);
 /* A transactional publisher (outputs.transactional): transactional.id `txn_id`, transactions initialised (which
  * fences and aborts what an earlier producer with that id left open; blocks up to timeout_ms). Rows are sent only
  * between esr_publisher_txn_begin and esr_publisher_txn_commit. */
-esr_publisher *esr_publisher_new_txn(const esr_config *cfg, const char *txn_id, int timeout_ms, esr_delivery_fn fn,
-                                     void *opaque, esr_error *err);
+esr_code esr_publisher_new_txn(const esr_config *cfg, const char *txn_id, int timeout_ms, esr_delivery_fn fn,
+                               void *opaque, esr_publisher **out, esr_error *err);
 esr_code esr_publisher_txn_begin(esr_publisher *p, esr_error *err);
 /* Commits the open transaction (flushing it first: delivery reports are served from this call). On failure the
  * transaction is aborted (its messages never reach read_committed consumers) and the error returned; when the producer

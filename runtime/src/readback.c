@@ -57,10 +57,12 @@ int esr_readback_unknown(const esr_error *err) {
   return err && err->code == ESR_E_KAFKA && err->lib_code == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
 }
 
-esr_readback *esr_readback_new(const esr_config *cfg, esr_error *err) {
+esr_code esr_readback_new(const esr_config *cfg, esr_readback **out, esr_error *err) {
+  *out = NULL;
   char errstr[512];
-  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, err);
-  if (!conf) return NULL;
+  rd_kafka_conf_t *conf;
+  esr_code rc = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &conf, err);
+  if (rc != ESR_E_OK) return rc;
   /* librdkafka's assign API needs a group id; the reader never joins it and never commits. The partition EOF events
    * tell where the end is when the last offsets are transaction markers or aborted messages, which read_committed
    * never delivers. */
@@ -68,24 +70,22 @@ esr_readback *esr_readback_new(const esr_config *cfg, esr_error *err) {
       {"group.id", "esr-readback"}, {"enable.auto.commit", "false"}, {"enable.partition.eof", "true"}};
   for (size_t i = 0; i < sizeof settings / sizeof *settings; i++) {
     if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-      esr_error_set(err, ESR_E_CONFIG, 0, "read-back consumer: %s: %s", settings[i][0], errstr);
       rd_kafka_conf_destroy(conf);
-      return NULL;
+      return esr_error_set(err, ESR_E_CONFIG, 0, "read-back consumer: %s: %s", settings[i][0], errstr);
     }
   }
   esr_readback *rb = calloc(1, sizeof *rb);
   if (!rb) {
     rd_kafka_conf_destroy(conf);
-    esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
-    return NULL;
+    return esr_error_set(err, ESR_E_NOMEM, 0, "out of memory");
   }
   if (!(rb->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr))) {
     rd_kafka_conf_destroy(conf);
     free(rb);
-    esr_error_set(err, ESR_E_CONFIG, 0, "cannot create a Kafka consumer: %s", errstr);
-    return NULL;
+    return esr_error_set(err, ESR_E_CONFIG, 0, "cannot create a Kafka consumer: %s", errstr);
   }
-  return rb;
+  *out = rb;
+  return ESR_E_OK;
 }
 
 void esr_readback_free(esr_readback *rb) {

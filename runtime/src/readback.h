@@ -56,8 +56,9 @@ typedef struct esr_readback_result {
  * only during the call. */
 typedef esr_code (*esr_readback_fn)(void *arg, const rd_kafka_message_t *m, esr_error *err);
 
-/* A reader with the kafka.* settings of cfg (only bootstrap.servers is required). NULL on failure (ESR_E_CONFIG). */
-esr_readback *esr_readback_new(const esr_config *cfg, esr_error *err);
+/* A reader with the kafka.* settings of cfg (only bootstrap.servers is required), in *out. On failure *out is NULL and
+ * the code is ESR_E_CONFIG (ESR_E_NOMEM when out of memory). */
+esr_code esr_readback_new(const esr_config *cfg, esr_readback **out, esr_error *err);
 /* A read stops with ESR_E_STATE as soon as *flag is non-zero (looked at least every 20 ms), so that the thread that
  * reads can serve something more urgent; NULL: never. The flag must outlive the reader. */
 void esr_readback_set_interrupt(esr_readback *rb, const _Atomic int *flag);

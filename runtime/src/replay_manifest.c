@@ -361,8 +361,8 @@ static esr_code check_log(checker *c, esr_readback *rb, const char *topic, int32
         (int)partition, next, hi);
     return ESR_E_OK;
   }
-  chain ch = {esr_hasher_new(err), {0}};
-  if (!ch.h) return err ? err->code : ESR_E_NOMEM;
+  chain ch = {NULL, {0}};
+  if ((rc = esr_hasher_new(&ch.h, err)) != ESR_E_OK) return rc;
   esr_readback_range r = {.topic = topic, .partition = partition, .start = 0, .end = next};
   esr_readback_result res;
   rc = next > 0 ? esr_readback_scan(rb, &r, on_event, &ch, &res, err) : ESR_E_OK;
@@ -470,10 +470,7 @@ esr_code esr_replay_manifest_verify(const char *dir, const char *pub_key, const 
     say(&c, ESR_CHECK_FAILED, "%s: not a replay manifest of format %d", MANIFEST, ESR_REPLAY_MANIFEST_FORMAT);
     goto done;
   }
-  if (kafka && !(rb = esr_readback_new(kafka, err))) {
-    rc = err ? err->code : ESR_E_CONFIG;
-    goto done;
-  }
+  if (kafka && (rc = esr_readback_new(kafka, &rb, err)) != ESR_E_OK) goto done;
   const cJSON *e;
   cJSON_ArrayForEach(e, parts) {
     if ((rc = check_partition(&c, dir, topic, e, rb, err)) != ESR_E_OK) goto done;

@@ -105,8 +105,7 @@ esr_code esr_replayer_new(const esr_config *cfg, esr_replayer **out, esr_error *
   rp->cfg = cfg;
   esr_code rc;
   if (cfg->schemas_dir) {
-    if (!(rp->schemas = esr_schema_set_load(cfg->schemas_dir, err))) {
-      rc = err ? err->code : ESR_E_CONFIG;
+    if ((rc = esr_schema_set_load(cfg->schemas_dir, &rp->schemas, err)) != ESR_E_OK) {
       esr_error_prefix(err, "config: schemas.dir = %s", cfg->schemas_dir);
       goto fail;
     }
@@ -453,9 +452,9 @@ static void *thread_main(void *arg) {
   run *r = arg;
   const esr_config *cfg = r->rp->cfg;
   esr_error err = {0};
-  esr_readback *rb = esr_readback_new(cfg, &err);
+  esr_readback *rb;
+  esr_code rc = esr_readback_new(cfg, &rb, &err);
   esr_cpstore *store = NULL;
-  esr_code rc = rb ? ESR_E_OK : err.code;
   if (rc == ESR_E_OK && r->o->checkpoints && cfg->checkpoint_store) {
     esr_cpstore_opts so = {.endpoint = cfg->checkpoint_s3_endpoint, .region = cfg->checkpoint_s3_region};
     if ((rc = esr_cpstore_open(cfg->checkpoint_store, &so, &store, &err)) != ESR_E_OK)
@@ -579,8 +578,8 @@ static esr_code run_all(esr_replayer *rp, const esr_replay_opts *o, esr_replay_r
   esr_code rc;
 
   /* The partitions: those asked (sorted, unique), or every partition of the topic. */
-  esr_readback *rb = esr_readback_new(rp->cfg, err);
-  if (!rb) return err->code;
+  esr_readback *rb;
+  if ((rc = esr_readback_new(rp->cfg, &rb, err)) != ESR_E_OK) return rc;
   int count = 0;
   rc = esr_readback_partition_count(rb, o->topic, 0, &count, err);
   esr_readback_free(rb);

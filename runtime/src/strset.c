@@ -28,15 +28,14 @@ static uint64_t fnv1a(const void *s, size_t len) {
   return h;
 }
 
-esr_strset *esr_strset_new(size_t max_bytes, esr_error *err) {
+esr_code esr_strset_new(size_t max_bytes, esr_strset **out, esr_error *err) {
+  *out = NULL;
   esr_strset *set = calloc(1, sizeof *set);
-  if (!set) {
-    esr_error_set(err, ESR_E_NOMEM, ENOMEM, "out of memory");
-    return NULL;
-  }
+  if (!set) return esr_error_set(err, ESR_E_NOMEM, ENOMEM, "out of memory");
   set->max_bytes = max_bytes;
   set->bytes = sizeof *set;
-  return set;
+  *out = set;
+  return ESR_E_OK;
 }
 
 void esr_strset_free(esr_strset *set) {

@@ -15,8 +15,8 @@
 
 typedef struct esr_strset esr_strset;
 
-/* A new empty set that may hold up to max_bytes (0: no bound). NULL (ESR_E_NOMEM) when out of memory. */
-esr_strset *esr_strset_new(size_t max_bytes, esr_error *err);
+/* A new empty set that may hold up to max_bytes (0: no bound), in *out. ESR_E_NOMEM (*out NULL) when out of memory. */
+esr_code esr_strset_new(size_t max_bytes, esr_strset **out, esr_error *err);
 /* Frees the set and its copies; NULL is a no-op. */
 void esr_strset_free(esr_strset *set);
 /* Adds a copy of the len bytes at s. *added (may be NULL) is 1 when s was new, 0 when it was a member already. */

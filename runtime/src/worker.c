@@ -167,18 +167,11 @@ esr_code esr_worker_new(const esr_config *cfg, esr_worker **out, esr_error *err)
     goto fail;
   }
   /* Kafka settings first: a bad kafka.* key is a configuration error and must be reported before anything runs. */
-  rd_kafka_conf_t *producer_conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, err);
-  if (!producer_conf) {
-    rc = err->code;
-    goto fail;
-  }
+  rd_kafka_conf_t *producer_conf;
+  if ((rc = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &producer_conf, err)) != ESR_E_OK) goto fail;
   rd_kafka_conf_destroy(producer_conf); /* only validated here; every applier builds its own */
-  if (!(conf = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, err))) {
-    rc = err->code;
-    goto fail;
-  }
-  if (cfg->schemas_dir && !(w->schemas = esr_schema_set_load(cfg->schemas_dir, err))) {
-    rc = err->code;
+  if ((rc = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &conf, err)) != ESR_E_OK) goto fail;
+  if (cfg->schemas_dir && (rc = esr_schema_set_load(cfg->schemas_dir, &w->schemas, err)) != ESR_E_OK) {
     esr_error_prefix(err, "config: schemas.dir = %s", cfg->schemas_dir);
     goto fail;
   }

@@ -74,7 +74,8 @@ static int setup(void **state) {
   char *paths[] = {GOOD};
   if (!(f->cfg = esr_config_new()) ||
       esr_config_set(f->cfg, "kafka.bootstrap.servers", f->mock.bootstrap, "test", &err) != ESR_E_OK ||
-      !(f->pub = esr_publisher_new(f->cfg, on_delivery, f, &err)) || !(f->rb = esr_readback_new(f->cfg, &err)) ||
+      esr_publisher_new(f->cfg, on_delivery, f, &f->pub, &err) != ESR_E_OK ||
+      esr_readback_new(f->cfg, &f->rb, &err) != ESR_E_OK ||
       esr_registry_load(&f->reg, paths, 1, esr_host_api_table(), NULL, 0, &err) != ESR_E_OK) {
     fprintf(stderr, "setup: %s\n", err.msg);
     return -1;
@@ -432,8 +433,9 @@ static void failed_deliveries_are_read_back_before_the_resend(void **state) {
   esr_error err = {0};
   esr_publisher_free(f->pub); /* a producer that gives up soon */
   assert_int_equal(ESR_E_OK, esr_config_set(f->cfg, "kafka.message.timeout.ms", "1000", "test", &err));
-  f->pub = f->env.publisher = esr_publisher_new(f->cfg, on_delivery, f, &err);
-  assert_non_null(f->pub);
+  esr_code rc = esr_publisher_new(f->cfg, on_delivery, f, &f->pub, &err);
+  f->env.publisher = f->pub;
+  assert_int_equal(ESR_E_OK, rc);
   open_p(f, 0);
   apply_range(f, 0, 0, 12);
   publish(f, 0, 1);

@@ -45,7 +45,7 @@ static int setup(void **state) {
       esr_config_set(f->cfg, "kafka.bootstrap.servers", f->mock.bootstrap, "test", &err) != ESR_E_OK ||
       /* back soon after the broker is (KAFKA-NOTES) */
       esr_config_set(f->cfg, "kafka.reconnect.backoff.max.ms", "500", "test", &err) != ESR_E_OK ||
-      !(f->rb = esr_readback_new(f->cfg, &err)) || !(f->set = esr_strset_new(0, &err)))
+      esr_readback_new(f->cfg, &f->rb, &err) != ESR_E_OK || esr_strset_new(0, &f->set, &err) != ESR_E_OK)
     return -1;
   *state = f;
   return 0;
@@ -141,7 +141,8 @@ static void header_values_by_name_and_prefix_within_the_range(void **state) {
   assert_true(has(f->set, "src/0/13/0"));
 
   /* No prefix, and only [3, 6). */
-  esr_strset *all = esr_strset_new(0, &err);
+  esr_strset *all;
+  assert_int_equal(ESR_E_OK, esr_strset_new(0, &all, &err));
   assert_non_null(all);
   r.start = 3;
   r.end = 6;
@@ -263,7 +264,8 @@ static void kafka_failures_are_error_codes_within_the_timeout(void **state) {
   assert_true(esr_now_ms() - t0 < 10000);
 
   /* A set that is full. */
-  esr_strset *tiny = esr_strset_new(64, &err);
+  esr_strset *tiny;
+  assert_int_equal(ESR_E_OK, esr_strset_new(64, &tiny, &err));
   assert_non_null(tiny);
   r.partition = 0;
   rc = esr_readback_collect(f->rb, &r, "esr-source", NULL, tiny, &res, &err);

@@ -819,8 +819,8 @@ static void the_engine_hooks_see_every_event_and_its_verdict(void **state) {
   esr_replayer_partition_env(rp, dir, &env);
   esr_partition *part = NULL;
   if (esr_partition_open(&env, "ledger", 0, 0, &part, &err) != ESR_E_OK) fail_msg("open: %s", err.msg);
-  esr_readback *rb = esr_readback_new(cfg, &err);
-  assert_non_null(rb);
+  esr_readback *rb;
+  if (esr_readback_new(cfg, &rb, &err) != ESR_E_OK) fail_msg("readback: %s", err.msg);
   seen_events s = {.o = o, .last_before = -1};
   esr_replay_hooks hooks = {hook_before, hook_after, &s};
   /* In two ranges, as a caller that stops and goes on would: [0, 300), then to the end. */

@@ -540,12 +540,14 @@ static esr_config *kafka_cfg(const char *key, const char *value) {
 static void expect_kafka_refused(const char *key, const char *value, esr_kafka_role role) {
   esr_config *cfg = kafka_cfg(key, value);
   esr_error err = {0};
-  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, role, &err);
+  rd_kafka_conf_t *conf;
+  esr_code rc = esr_kafka_conf_new(cfg, role, &conf, &err);
   if (conf) {
     rd_kafka_conf_destroy(conf);
     esr_config_free(cfg);
     fail_msg("%s = %s accepted for the %s", key, value, role == ESR_KAFKA_CONSUMER ? "consumer" : "producer");
   }
+  assert_int_equal(rc, ESR_E_CONFIG);
   assert_int_equal(err.code, ESR_E_CONFIG);
   assert_contains(err.msg, key);
   esr_config_free(cfg);
@@ -574,10 +576,11 @@ static void kafka_managed_key_with_its_own_value_accepted(void **state) {
   esr_config *cfg = kafka_cfg("kafka.auto.offset.reset", "error");
   esr_error err = {0};
   assert_int_equal(esr_config_set(cfg, "kafka.enable.idempotence", "true", "t", &err), ESR_E_OK);
-  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &err);
+  rd_kafka_conf_t *conf;
+  assert_int_equal(esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &conf, &err), ESR_E_OK);
   assert_non_null(conf);
   rd_kafka_conf_destroy(conf);
-  conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &err);
+  assert_int_equal(esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &conf, &err), ESR_E_OK);
   assert_non_null(conf);
   rd_kafka_conf_destroy(conf);
   esr_config_free(cfg);
@@ -600,8 +603,8 @@ static void kafka_valid_property_passes_with_defaults(void **state) {
   esr_config *cfg = kafka_cfg("kafka.fetch.wait.max.ms", "50");
   esr_error err = {0};
   assert_int_equal(esr_config_set(cfg, "kafka.linger.ms", "20", "t", &err), ESR_E_OK);
-  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &err);
-  if (!conf) fail_msg("refused: %s", err.msg);
+  rd_kafka_conf_t *conf;
+  if (esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &conf, &err) != ESR_E_OK) fail_msg("refused: %s", err.msg);
   expect_conf_value(conf, "fetch.wait.max.ms", "50");
   expect_conf_value(conf, "group.id", "g");
   expect_conf_value(conf, "bootstrap.servers", "127.0.0.1:9");
@@ -609,8 +612,7 @@ static void kafka_valid_property_passes_with_defaults(void **state) {
   expect_conf_value(conf, "auto.offset.reset", "error");
   rd_kafka_conf_destroy(conf);
 
-  conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &err);
-  if (!conf) fail_msg("refused: %s", err.msg);
+  if (esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &conf, &err) != ESR_E_OK) fail_msg("refused: %s", err.msg);
   expect_conf_value(conf, "enable.idempotence", "true");
   expect_conf_value(conf, "linger.ms", "20");
   expect_conf_value(conf, "bootstrap.servers", "127.0.0.1:9");
@@ -713,8 +715,10 @@ static void kafka_refusals_never_quote_secrets(void **state) {
     for (int role = 0; role < 2; role++) {
       esr_config *cfg = kafka_cfg(cases[i].key, SECRET);
       esr_error err = {0};
-      rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, role ? ESR_KAFKA_PRODUCER : ESR_KAFKA_CONSUMER, &err);
+      rd_kafka_conf_t *conf;
+      esr_code rc = esr_kafka_conf_new(cfg, role ? ESR_KAFKA_PRODUCER : ESR_KAFKA_CONSUMER, &conf, &err);
       if (conf) fail_msg("%s accepted", cases[i].key);
+      assert_int_equal(rc, ESR_E_CONFIG);
       assert_int_equal(err.code, ESR_E_CONFIG);
       assert_contains(err.msg, cases[i].key);
       assert_contains(err.msg, cases[i].mention);
@@ -726,7 +730,9 @@ static void kafka_refusals_never_quote_secrets(void **state) {
   /* a key that holds no secret keeps its value in the message (it helps to fix it) */
   esr_config *cfg = kafka_cfg("kafka.security.protocol", "SASL_SSLL");
   esr_error err = {0};
-  assert_null(esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &err));
+  rd_kafka_conf_t *conf;
+  assert_int_equal(esr_kafka_conf_new(cfg, ESR_KAFKA_CONSUMER, &conf, &err), ESR_E_CONFIG);
+  assert_null(conf);
   assert_contains(err.msg, "SASL_SSLL");
   esr_config_free(cfg);
 }
@@ -741,8 +747,8 @@ static void kafka_log_lines_mask_secrets(void **state) {
   assert_int_equal(esr_config_set(cfg, "kafka.enable.sasl.oauthbearer.unsecure.jwt", "true", "t", &err), ESR_E_OK);
   assert_int_equal(esr_config_set(cfg, "kafka.sasl.oauthbearer.config", "principal=me " SECRET "=x", "t", &err),
                    ESR_E_OK);
-  rd_kafka_conf_t *conf = esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &err);
-  if (!conf) fail_msg("refused: %s", err.msg);
+  rd_kafka_conf_t *conf;
+  if (esr_kafka_conf_new(cfg, ESR_KAFKA_PRODUCER, &conf, &err) != ESR_E_OK) fail_msg("refused: %s", err.msg);
   char path[4300];
   snprintf(path, sizeof path, "%s/stderr", f->dir);
   fflush(stderr);

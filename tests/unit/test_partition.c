@@ -1079,8 +1079,8 @@ static void ledger_deposit_v1_upcast_and_v2_currency(void **state) {
 static void schema_violations_are_dead_lettered(void **state) {
   fixture *f = *state;
   esr_error err = {0};
-  esr_schema_set *set = esr_schema_set_load(ESR_SOURCE_DIR "/schemas", &err);
-  if (!set) fail_msg("loading schemas: %s", err.msg);
+  esr_schema_set *set;
+  if (esr_schema_set_load(ESR_SOURCE_DIR "/schemas", &set, &err) != ESR_E_OK) fail_msg("loading schemas: %s", err.msg);
   f->env.schemas = set;
   apply_ok(f, 0, "a1", OPEN("a1"));
   apply_ok(f, 1, "a1", DEP("a1", "0"));   /* minimum 1 */

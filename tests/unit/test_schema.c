@@ -473,7 +473,8 @@ static void ownership_and_nulls(void **state) {
   esr_schema_free(NULL);
   assert_null(esr_schema_compile(NULL, "x", &err));
   assert_null(esr_schema_compile_text("", 0, "x", NULL));
-  assert_null(esr_schema_load("/nonexistent/x.v1.json", &err));
+  assert_int_equal(esr_schema_load("/nonexistent/x.v1.json", &s, &err), ESR_E_CONFIG);
+  assert_null(s);
   assert_int_equal(err.code, ESR_E_CONFIG);
   assert_contains(err.msg, "/nonexistent/x.v1.json: cannot open the schema");
 }
@@ -490,7 +491,8 @@ static void schema_set_load_and_find(void **state) {
   char *dir = tu_mkdtemp();
   assert_non_null(dir);
   esr_error err = {0};
-  esr_schema_set *set = esr_schema_set_load(dir, &err); /* empty is fine */
+  esr_schema_set *set;
+  assert_int_equal(esr_schema_set_load(dir, &set, &err), ESR_E_OK); /* empty is fine */
   assert_non_null(set);
   assert_int_equal(esr_schema_set_count(set), 0);
   assert_null(esr_schema_set_find(set, "a", 1));
@@ -502,8 +504,7 @@ static void schema_set_load_and_find(void **state) {
   write_in(dir, "a.v1.json", "true");
   write_in(dir, "README.md", "not a schema");
   write_in(dir, ".hidden.json", "not JSON, but hidden");
-  set = esr_schema_set_load(dir, &err);
-  if (!set) fail_msg("%s", err.msg);
+  if (esr_schema_set_load(dir, &set, &err) != ESR_E_OK) fail_msg("%s", err.msg);
   assert_int_equal(esr_schema_set_count(set), 4);
   const esr_schema *s = esr_schema_set_find(set, "order.placed", 2);
   assert_non_null(s);
@@ -532,7 +533,8 @@ static void schema_set_load_and_find(void **state) {
 
   /* one bad file refuses the whole set, naming it */
   write_in(dir, "order.shipped.v1.json", "{\"properties\":{\"at\":{\"format\":\"date-time\"}}}");
-  assert_null(esr_schema_set_load(dir, &err));
+  assert_int_equal(esr_schema_set_load(dir, &set, &err), ESR_E_CONFIG);
+  assert_null(set);
   assert_int_equal(err.code, ESR_E_CONFIG);
   assert_contains(err.msg, "order.shipped.v1.json: \"format\" is not supported");
   char path[4200];
@@ -542,7 +544,8 @@ static void schema_set_load_and_find(void **state) {
                              "v1.json",       "order.vx.json",  "order.v99999999999.json"};
   for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
     write_in(dir, bad_names[i], "true");
-    assert_null(esr_schema_set_load(dir, &err));
+    assert_int_equal(esr_schema_set_load(dir, &set, &err), ESR_E_CONFIG);
+    assert_null(set);
     assert_int_equal(err.code, ESR_E_CONFIG);
     assert_contains(err.msg, bad_names[i]);
     assert_contains(err.msg, "must be named <type>.v<version>.json");
@@ -550,11 +553,13 @@ static void schema_set_load_and_find(void **state) {
     remove(path);
   }
   write_in(dir, "broken.v1.json", "{\"type\":");
-  assert_null(esr_schema_set_load(dir, &err));
+  assert_int_equal(esr_schema_set_load(dir, &set, &err), ESR_E_CONFIG);
+  assert_null(set);
   assert_contains(err.msg, "broken.v1.json: not valid JSON");
   tu_rmrf(dir);
   free(dir);
-  assert_null(esr_schema_set_load("/nonexistent-esr-dir", &err));
+  assert_int_equal(esr_schema_set_load("/nonexistent-esr-dir", &set, &err), ESR_E_CONFIG);
+  assert_null(set);
   assert_int_equal(err.code, ESR_E_CONFIG);
   assert_contains(err.msg, "/nonexistent-esr-dir");
 }
@@ -562,8 +567,8 @@ static void schema_set_load_and_find(void **state) {
 /* The schemas of the repository: they load, and they say what the ledger handler expects. */
 static void ledger_schemas(void **state) {
   esr_error err = {0};
-  esr_schema_set *set = esr_schema_set_load(ESR_SOURCE_DIR "/schemas", &err);
-  if (!set) fail_msg("%s", err.msg);
+  esr_schema_set *set;
+  if (esr_schema_set_load(ESR_SOURCE_DIR "/schemas", &set, &err) != ESR_E_OK) fail_msg("%s", err.msg);
   assert_int_equal(esr_schema_set_count(set), 11); /* the ledger's 4, the orders' 3 and the inventory's 4 */
   assert_int_equal(esr_schema_set_latest(set, "account.deposited"), 2);
   static const struct {

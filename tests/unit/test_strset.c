@@ -15,7 +15,8 @@
 static void members_are_byte_strings(void **state) {
   (void)state;
   esr_error err = {0};
-  esr_strset *s = esr_strset_new(0, &err);
+  esr_strset *s;
+  assert_int_equal(ESR_E_OK, esr_strset_new(0, &s, &err));
   assert_non_null(s);
   int added = -1;
   assert_int_equal(ESR_E_OK, esr_strset_add(s, "a\0b", 3, &added, &err));
@@ -55,7 +56,8 @@ static int visit(void *arg, const char *s, size_t len) {
 static void it_grows_and_walks_each_member_once(void **state) {
   (void)state;
   esr_error err = {0};
-  esr_strset *s = esr_strset_new(0, &err);
+  esr_strset *s;
+  assert_int_equal(ESR_E_OK, esr_strset_new(0, &s, &err));
   assert_non_null(s);
   char buf[32];
   for (int round = 0; round < 2; round++)
@@ -80,7 +82,8 @@ static void it_grows_and_walks_each_member_once(void **state) {
 static void the_bound_refuses_without_change(void **state) {
   (void)state;
   esr_error err = {0};
-  esr_strset *s = esr_strset_new(4096, &err);
+  esr_strset *s;
+  assert_int_equal(ESR_E_OK, esr_strset_new(4096, &s, &err));
   assert_non_null(s);
   char buf[64];
   int i = 0, n = 0;

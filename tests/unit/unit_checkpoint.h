@@ -31,7 +31,7 @@ static inline void cpt_open(cpt_part *p, const char *dir, const char *topic, int
   esr_store_opts opts = {.cache_mb = 2};
   memset(p, 0, sizeof *p);
   if (esr_store_open(dir, topic, partition, &opts, &p->s, &err) != ESR_E_OK) fail_msg("esr_store_open: %s", err.msg);
-  if (!(p->h = esr_hasher_new(&err))) fail_msg("esr_hasher_new: %s", err.msg);
+  if (esr_hasher_new(&p->h, &err) != ESR_E_OK) fail_msg("esr_hasher_new: %s", err.msg);
   p->pos = *esr_store_position(p->s);
   cpt_exec(esr_store_db(p->s), "CREATE TABLE IF NOT EXISTS entries(off INTEGER PRIMARY KEY, account TEXT NOT NULL, "
                                "amount INTEGER NOT NULL)");

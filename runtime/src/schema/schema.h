@@ -56,8 +56,9 @@ typedef struct esr_schema esr_schema;
 esr_schema *esr_schema_compile(const cJSON *doc, const char *origin, esr_error *err);
 /* Parses `len` bytes of JSON text (one document, whitespace around it allowed) and compiles it. */
 esr_schema *esr_schema_compile_text(const char *text, size_t len, const char *origin, esr_error *err);
-/* Reads and compiles the file at `path` (the origin is the path). */
-esr_schema *esr_schema_load(const char *path, esr_error *err);
+/* Reads and compiles the file at `path` (the origin is the path) into *out. On failure *out is NULL and the code is
+ * ESR_E_CONFIG (or ESR_E_NOMEM), the message in `err`. */
+esr_code esr_schema_load(const char *path, esr_schema **out, esr_error *err);
 /* NULL is a no-op. */
 void esr_schema_free(esr_schema *schema);
 const char *esr_schema_origin(const esr_schema *schema);
@@ -76,7 +77,8 @@ esr_code esr_schema_validate(const esr_schema *schema, const cJSON *instance, co
  * A loaded set is read-only and thread-safe like a schema. */
 typedef struct esr_schema_set esr_schema_set;
 
-esr_schema_set *esr_schema_set_load(const char *dir, esr_error *err);
+/* Loads the set of `dir` into *out (NULL on failure, with the code returned and the message in `err`). */
+esr_code esr_schema_set_load(const char *dir, esr_schema_set **out, esr_error *err);
 /* NULL is a no-op. */
 void esr_schema_set_free(esr_schema_set *set);
 /* The schema of (type, version), borrowed from the set; NULL when there is none. A hash lookup. */

@@ -1370,23 +1370,22 @@ esr_schema *esr_schema_compile_text(const char *text, size_t len, const char *or
   return s;
 }
 
-esr_schema *esr_schema_load(const char *path, esr_error *err) {
+esr_code esr_schema_load(const char *path, esr_schema **out, esr_error *err) {
+  *out = NULL;
   FILE *f = fopen(path, "rb");
   char *buf = NULL;
   size_t len = 0, cap = 0;
-  if (!f) {
-    esr_error_set(err, ESR_E_CONFIG, errno, "%s: cannot open the schema: %s", path, strerror(errno));
-    return NULL;
-  }
+  esr_code rc;
+  if (!f) return esr_error_set(err, ESR_E_CONFIG, errno, "%s: cannot open the schema: %s", path, strerror(errno));
   for (;;) {
     if (len == cap) {
       if (cap >= (64u << 20)) {
-        esr_error_set(err, ESR_E_CONFIG, 0, "%s: schema larger than 64 MiB", path);
+        rc = esr_error_set(err, ESR_E_CONFIG, 0, "%s: schema larger than 64 MiB", path);
         goto fail;
       }
       char *p = realloc(buf, cap ? cap * 2 : 8192);
       if (!p) {
-        esr_error_set(err, ESR_E_NOMEM, ENOMEM, "%s: out of memory reading the schema", path);
+        rc = esr_error_set(err, ESR_E_NOMEM, ENOMEM, "%s: out of memory reading the schema", path);
         goto fail;
       }
       buf = p;
@@ -1397,15 +1396,19 @@ esr_schema *esr_schema_load(const char *path, esr_error *err) {
     if (got == 0) break;
   }
   if (ferror(f)) {
-    esr_error_set(err, ESR_E_CONFIG, errno, "%s: cannot read the schema: %s", path, strerror(errno));
+    rc = esr_error_set(err, ESR_E_CONFIG, errno, "%s: cannot read the schema: %s", path, strerror(errno));
     goto fail;
   }
   fclose(f);
+  esr_error local = {0};
+  if (!err) err = &local; /* the code of a refused schema comes from esr_schema_compile_text's error */
   esr_schema *s = esr_schema_compile_text(buf, len, path, err);
   free(buf);
-  return s;
+  if (!s) return err->code;
+  *out = s;
+  return ESR_E_OK;
 fail:
   fclose(f);
   free(buf);
-  return NULL;
+  return rc;
 }

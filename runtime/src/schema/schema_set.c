@@ -73,14 +73,16 @@ void esr_schema_set_free(esr_schema_set *set) {
   free(set);
 }
 
-esr_schema_set *esr_schema_set_load(const char *dir, esr_error *err) {
+esr_code esr_schema_set_load(const char *dir, esr_schema_set **out, esr_error *err) {
+  *out = NULL;
   esr_schema_set *set = calloc(1, sizeof *set);
   char **names = NULL, *path = NULL;
   size_t n_names = 0, cap_names = 0;
   DIR *d = NULL;
+  esr_code code = ESR_E_OK;
   if (!set) goto oom;
   if (!(d = opendir(dir))) {
-    esr_error_set(err, ESR_E_CONFIG, errno, "schema directory %s: %s", dir, strerror(errno));
+    code = esr_error_set(err, ESR_E_CONFIG, errno, "schema directory %s: %s", dir, strerror(errno));
     goto fail;
   }
   struct dirent *de;
@@ -111,19 +113,19 @@ esr_schema_set *esr_schema_set_load(const char *dir, esr_error *err) {
     int rc = parse_name(names[i], &e->type, &e->version);
     if (rc == -2) goto oom;
     if (rc) {
-      esr_error_set(err, ESR_E_CONFIG, 0,
-                    "%s: a schema file must be named <type>.v<version>.json (e.g. account.deposited.v1.json; version "
-                    ">= 1, no leading zeros)",
-                    path);
+      code = esr_error_set(err, ESR_E_CONFIG, 0,
+                           "%s: a schema file must be named <type>.v<version>.json (e.g. account.deposited.v1.json; "
+                           "version >= 1, no leading zeros)",
+                           path);
       goto fail;
     }
     set->n++;
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-      esr_error_set(err, ESR_E_CONFIG, errno, "%s: not a regular file", path);
+      code = esr_error_set(err, ESR_E_CONFIG, errno, "%s: not a regular file", path);
       goto fail;
     }
-    if (!(e->schema = esr_schema_load(path, err))) goto fail;
+    if ((code = esr_schema_load(path, &e->schema, err)) != ESR_E_OK) goto fail;
   }
   if (set->n) qsort(set->v, set->n, sizeof *set->v, entry_cmp);
   set->table_cap = 16;
@@ -136,7 +138,7 @@ esr_schema_set *esr_schema_set_load(const char *dir, esr_error *err) {
   }
   goto done;
 oom:
-  esr_error_set(err, ESR_E_NOMEM, ENOMEM, "schema directory %s: out of memory", dir);
+  code = esr_error_set(err, ESR_E_NOMEM, ENOMEM, "schema directory %s: out of memory", dir);
 fail:
   esr_schema_set_free(set);
   set = NULL;
@@ -145,7 +147,8 @@ done:
   for (size_t i = 0; i < n_names; i++) free(names[i]);
   free(names);
   free(path);
-  return set;
+  *out = set;
+  return code;
 }
 
 const esr_schema *esr_schema_set_find(const esr_schema_set *set, const char *type, int version) {
