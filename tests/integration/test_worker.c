@@ -7,6 +7,10 @@
  *                           partition is refused with the needed offset and the log start, and nothing is applied.
  *   static_split_resume   — static assignment split over two workers (partitions 0-1 and 2,3), each touching only its
  *                           partitions; restarts resume at the stored offsets and the final state is exact.
+ *   refusal_after_writes  — a handler that writes, then refuses some events (tests/plugins/good.so): the worker's
+ *                           fast path (no savepoint per event) rolls the batch back at the first such refusal and
+ *                           applies it again, that handler with a savepoint per event from then on; the state holds
+ *                           exactly the accepted events and the dead-letter topic each refused one once.
  *   transactional_outputs — outputs.transactional = true (a transactional producer per partition) on the mock, with a
  *                           SIGKILL and a restart: dead letters and emitted events all published, each once. The mock
  *                           only imitates transactions (no commit or abort markers), so this shows that the
@@ -23,6 +27,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "esrt_case.h"
 #include "esrt_kafka.h"
@@ -31,6 +36,7 @@
 
 #define LEDGER_SO ESR_BUILD_DIR "/handlers/ledger.so"
 #define ECHO_SO ESR_BUILD_DIR "/tests/plugins/ledger_echo.so" /* the ledger, emitting one event per applied one */
+#define GOOD_SO ESR_TEST_PLUGIN_DIR "/good.so" /* writes test_events and test_kv, then returns "result" */
 #define CAUGHT_UP_MS 60000
 
 static void free_producer(void *p) { esrt_producer_free(p); }
@@ -175,6 +181,100 @@ static void group_mode_bad_input(void **state) {
   esrt_oracle_free(o);
   esrt_records_free(&src);
   esrt_events_free(ev, n);
+  esrt_case_cleanup(c);
+  assert_int_equal(0, esrt_mock_stop(&mock));
+  c->passed = 1;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+
+static int64_t q_int(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(SQLITE_OK, sqlite3_prepare_v2(db, sql, -1, &st, NULL));
+  assert_int_equal(SQLITE_ROW, sqlite3_step(st));
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+static void refusal_after_writes(void **state) {
+  esrt_case *c = *state;
+  enum { P = 2, N = 400, KEYS = 7, EVERY = 25 };
+  const char *topics[] = {"kv:2", "kv.dlq:1", NULL};
+  esrt_mock mock;
+  assert_int_equal(0, esrt_mock_start(&mock, ESR_BIN, c->dir, 3, topics, 20000));
+  esrt_producer *prod = esrt_case_defer(c, free_producer, esrt_producer_new(mock.bootstrap));
+  rd_kafka_t *rk = esrt_case_defer(c, free_client, esrt_kafka_client_new(mock.bootstrap));
+  assert_non_null(prod);
+  assert_non_null(rk);
+  /* Event i goes to partition i % 2 with key k<i % KEYS>; every EVERY-th is refused after the handler wrote both of
+   * its tables. Expected per partition: the offsets of the accepted events, and each key's last accepted value. */
+  int64_t offset[N];
+  char expect_v[P][KEYS][16] = {{{0}}};
+  int accepted[P] = {0}, refused = 0;
+  for (int i = 0; i < N; i++) {
+    char key[16], value[256];
+    int p = i % P, k = i % KEYS, reject = i % EVERY == EVERY - 1;
+    snprintf(key, sizeof key, "k%d", k);
+    snprintf(value, sizeof value, "{\"type\":\"test.event\",\"data\":{\"k\":\"%s\",\"v\":\"%d\"%s}}", key, i,
+             reject ? ",\"result\":\"reject\",\"error\":\"refused after writing\"" : "");
+    assert_int_equal(0, esrt_produce(prod, "kv", p, key, strlen(key), value, strlen(value), &offset[i]));
+    if (reject) {
+      refused++;
+    } else {
+      accepted[p]++;
+      snprintf(expect_v[p][k], sizeof expect_v[p][k], "%d", i);
+    }
+  }
+  assert_int_equal(0, esrt_producer_flush(prod, 60000));
+
+  char state_dir[1100], conf[1024];
+  snprintf(state_dir, sizeof state_dir, "%s/state", c->dir);
+  assert_int_equal(0, esrt_write_worker_config(conf, sizeof conf, c->dir, "redo", mock.bootstrap, "kv", "kv.dlq",
+                                               state_dir, GOOD_SO,
+                                               "assignment = static\npartitions = 0-1\nbatch.max.events = 100\n"));
+  esrt_proc w;
+  assert_int_equal(0, esrt_start_worker(&w, ESR_BIN, c->dir, "worker", conf));
+  const char *dirs[] = {state_dir};
+  assert_int_equal(0, esrt_wait_caught_up(rk, "kv", P, dirs, 1, CAUGHT_UP_MS));
+  assert_int_equal(0, esrt_stop(&w, 30000));
+  /* premise: the fast path met a refusal after writes and the batch was applied again, once for the process */
+  char *log = esrt_read_file(w.err_path, NULL);
+  assert_non_null(log);
+  int redo_lines = 0;
+  for (const char *q = log; (q = strstr(q, "changed the database before refusing an event")); q++) redo_lines++;
+  free(log);
+  assert_int_equal(1, redo_lines);
+
+  for (int p = 0; p < P; p++) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/kv-%d.db", state_dir, p);
+    sqlite3 *db = NULL;
+    assert_int_equal(SQLITE_OK, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL));
+    assert_int_equal(accepted[p], q_int(db, "SELECT count(*) FROM test_events"));
+    for (int k = 0; k < KEYS; k++) {
+      char sql[128];
+      snprintf(sql, sizeof sql, "SELECT coalesce((SELECT CAST(v AS INTEGER) FROM test_kv WHERE k = 'k%d'), -1)", k);
+      assert_int_equal(expect_v[p][k][0] ? atoll(expect_v[p][k]) : -1, q_int(db, sql));
+    }
+    for (int i = p; i < N; i += P) { /* each refused event left no row, each accepted one its row */
+      char sql[128];
+      snprintf(sql, sizeof sql, "SELECT count(*) FROM test_events WHERE offset = %" PRId64, offset[i]);
+      assert_int_equal(i % EVERY == EVERY - 1 ? 0 : 1, q_int(db, sql));
+    }
+    sqlite3_close(db);
+  }
+  esrt_records dl = {0};
+  assert_int_equal(0, esrt_consume_all(mock.bootstrap, "kv.dlq", &dl, 60000));
+  assert_int_equal(refused, (int)dl.n); /* each refused event once */
+  for (size_t j = 0; j < dl.n; j++) {
+    const char *reason = esrt_record_header(&dl.v[j], "esr-reason");
+    assert_non_null(reason);
+    assert_string_equal(reason, "rejected");
+  }
+  printf("# refusal after writes: %d accepted, %d refused (each dead-lettered once), one redo\n",
+         accepted[0] + accepted[1], refused);
+  esrt_records_free(&dl);
   esrt_case_cleanup(c);
   assert_int_equal(0, esrt_mock_stop(&mock));
   c->passed = 1;
@@ -437,6 +537,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(retention_gap, setup, teardown),
       cmocka_unit_test_setup_teardown(static_split_resume, setup, teardown),
       cmocka_unit_test_setup_teardown(transactional_outputs, setup, teardown),
+      cmocka_unit_test_setup_teardown(refusal_after_writes, setup, teardown),
   };
   return cmocka_run_group_tests_name("integration", tests, NULL, NULL);
 }
