@@ -14,6 +14,7 @@
 
 #include "digest.h"
 #include "statediff.h"
+#include "hygiene.h"
 #include "statedigest.h"
 #include "statetables.h"
 
@@ -260,25 +261,6 @@ done:
   return rc;
 }
 
-static void remove_tree(const char *path) {
-  DIR *d = opendir(path);
-  if (d) {
-    struct dirent *de;
-    while ((de = readdir(d))) {
-      if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-      char sub[4400];
-      snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-      struct stat st;
-      if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-        remove_tree(sub);
-      else
-        unlink(sub);
-    }
-    closedir(d);
-  }
-  rmdir(path);
-}
-
 typedef struct live_part {
   int32_t partition;
   char file[300];
@@ -475,6 +457,6 @@ esr_code esr_audit_live(const esr_audit_live_opts *o, int *differences, esr_erro
   if (o->keep || (*differences && rc == ESR_E_OK))
     say(&w, ESR_AUDIT_NOTE, "the snapshots of the live state (live/) and the replays (replay/) are kept in %s", work);
   else if (temp)
-    remove_tree(work);
+    esr_remove_tree(work);
   return rc;
 }

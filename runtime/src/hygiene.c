@@ -284,3 +284,22 @@ void esr_hygiene_tick(esr_hygiene *h, int64_t now) {
   prune(h);
   if (h->o.lister && h->o.drop_after_ms > 0) drops(h, now);
 }
+
+void esr_remove_tree(const char *path) {
+  DIR *d = opendir(path);
+  if (d) {
+    struct dirent *de;
+    while ((de = readdir(d))) {
+      if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+      char sub[4400];
+      snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
+      struct stat st;
+      if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+        esr_remove_tree(sub);
+      else
+        unlink(sub);
+    }
+    closedir(d);
+  }
+  rmdir(path);
+}

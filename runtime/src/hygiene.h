@@ -44,4 +44,8 @@ void esr_hygiene_tick(esr_hygiene *h, int64_t now);
 /* Removes the set-aside files of `dir` beyond the newest `keep`; returns how many groups were removed. */
 int esr_hygiene_prune_dir(const char *dir, int keep);
 
+/* Removes `path` and everything below it (symbolic links are removed, not followed); best effort, silent: for
+ * scratch directories (esr replay's fetch area, esr verify --live's snapshots). */
+void esr_remove_tree(const char *path);
+
 #endif

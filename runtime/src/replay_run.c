@@ -24,6 +24,7 @@
 #include "partition.h"
 #include "registry.h"
 #include "schema.h"
+#include "hygiene.h"
 #include "statedigest.h"
 
 #define FETCH_DIR ".esr-fetch" /* remote checkpoints are downloaded here, inside the output, then removed */
@@ -225,25 +226,6 @@ static void remove_file(const char *dir, const char *name, const char *suffix) {
   char path[4400];
   snprintf(path, sizeof path, "%s/%s%s", dir, name, suffix);
   unlink(path);
-}
-
-static void remove_tree(const char *path) {
-  DIR *d = opendir(path);
-  if (d) {
-    struct dirent *de;
-    while ((de = readdir(d))) {
-      if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-      char sub[4400];
-      snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-      struct stat st;
-      if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-        remove_tree(sub);
-      else
-        unlink(sub);
-    }
-    closedir(d);
-  }
-  rmdir(path);
 }
 
 /* The newest checkpoint at or before the target that verifies and is covered by the log, copied in as the
@@ -640,7 +622,7 @@ static esr_code run_all(esr_replayer *rp, const esr_replay_opts *o, esr_replay_r
   free(tid);
   char fetch[4200];
   snprintf(fetch, sizeof fetch, "%s/" FETCH_DIR, o->out_dir);
-  remove_tree(fetch);
+  esr_remove_tree(fetch);
   rep->finished_ms = wall_ms();
   rep->seconds = mono_s() - t0;
   if (o->progress) o->progress(o->cb_arg, rep, 1);
